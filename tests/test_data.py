@@ -1,0 +1,213 @@
+"""Data helpers: the full-MNIST download path against a real local HTTP server, the bundled subset, batches, toys."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from genvar_helpers import data
+
+N_TRAIN, N_TEST = 12, 6
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array in the IDX format MNIST uses."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def make_mnist_files(rng: np.random.Generator) -> dict[str, bytes]:
+    files = {}
+    for split, n in (("train", N_TRAIN), ("test", N_TEST)):
+        names = data.MNIST_FILES[split]
+        files[names["images"]] = gzip.compress(idx_bytes(rng.integers(0, 256, (n, 28, 28))))
+        files[names["labels"]] = gzip.compress(idx_bytes(rng.integers(0, 10, n)))
+    return files
+
+
+class FakeMirror:
+    """An HTTP server on 127.0.0.1 that serves given files and counts the requests it gets."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files, self.requests = dict(files), []
+        mirror = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                name = self.path.rsplit("/", 1)[-1]
+                mirror.requests.append(name)
+                body = mirror.files.get(name)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/mnist/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def dead_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/mnist/"
+
+
+@pytest.fixture
+def files() -> dict[str, bytes]:
+    return make_mnist_files(np.random.default_rng(0))
+
+
+@pytest.fixture
+def mirror(files, monkeypatch, tmp_path):
+    """Point the loader at a local server holding `files`, with their hashes pinned and a fresh cache."""
+    server = FakeMirror(files)
+    monkeypatch.setattr(data, "MNIST_MIRRORS", [server.url])
+    monkeypatch.setattr(data, "MNIST_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in files.items()})
+    monkeypatch.setattr(data, "EXPECTED_COUNT", {"train": N_TRAIN, "test": N_TEST})
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "cache"))
+    yield server
+    server.close()
+
+
+def test_full_download_parses_and_is_cached(mirror, files, capsys):
+    first = data.load_mnist("train", source="full")
+    assert first.source == "full" and first.images.shape == (N_TRAIN, 1, 28, 28)
+    assert first.images.dtype == torch.float32 and 0 <= first.images.min() and first.images.max() <= 1
+    raw = np.frombuffer(gzip.decompress(files["train-images-idx3-ubyte.gz"])[16:], np.uint8)
+    assert torch.equal(first.images.flatten(), torch.from_numpy(raw.astype(np.float32) / 255))
+    assert sorted(mirror.requests) == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+    second = data.load_mnist("train", source="full")
+    assert len(mirror.requests) == 2, "a second call must read the cache, not the network"
+    assert torch.equal(first.labels, second.labels)
+    assert "from the full source" in capsys.readouterr().out
+
+
+def test_second_mirror_is_tried_when_first_is_dead(mirror, monkeypatch):
+    monkeypatch.setattr(data, "MNIST_MIRRORS", [dead_url(), mirror.url])
+    assert data.load_mnist("test", source="full").source == "full"
+
+
+def test_corrupt_file_fails_hash_and_is_never_parsed(mirror, monkeypatch, tmp_path):
+    mirror.files["t10k-images-idx3-ubyte.gz"] = b"not the file whose hash is pinned"
+    parsed = []
+    monkeypatch.setattr(data, "parse_idx", lambda path: parsed.append(path))
+    with pytest.raises(data.MNISTDownloadError, match="t10k-images-idx3-ubyte.gz"):
+        data.load_mnist("test", source="full")
+    assert parsed == [], "a file that failed its hash must never be parsed"
+    assert not (tmp_path / "cache" / "t10k-images-idx3-ubyte.gz").exists(), "nothing half-written is kept"
+
+
+def test_dead_server_falls_back_under_auto_with_notice(mirror, monkeypatch, capsys):
+    monkeypatch.setattr(data, "MNIST_MIRRORS", [dead_url()])
+    fallback = data.load_mnist("test", source="auto")
+    assert fallback.source == "bundled" and len(fallback) == 500
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "bundled" in out and "source='full'" in out
+
+
+def test_dead_server_is_a_clear_error_under_full(mirror, monkeypatch):
+    monkeypatch.setattr(data, "MNIST_MIRRORS", [dead_url()])
+    with pytest.raises(data.MNISTDownloadError, match="could not download .* from any of 1 mirrors"):
+        data.load_mnist("train", source="full")
+
+
+def test_truncated_idx_is_a_clear_error(mirror, files, monkeypatch):
+    name = "train-images-idx3-ubyte.gz"
+    truncated = gzip.compress(gzip.decompress(files[name])[:-100])
+    mirror.files[name] = truncated
+    monkeypatch.setitem(data.MNIST_SHA256, name, hashlib.sha256(truncated).hexdigest())
+    with pytest.raises(ValueError, match="truncated"):
+        data.load_mnist("train", source="full")
+
+
+def test_parse_idx_rejects_bad_magic(tmp_path):
+    path = tmp_path / "bad.gz"
+    path.write_bytes(gzip.compress(b"\x00\x00\x0d\x01" + (3).to_bytes(4, "big") + b"abc"))
+    with pytest.raises(ValueError, match="magic"):
+        data.parse_idx(path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"split": "validation"}, "unknown split 'validation'.*train.*test"), ({"source": "web"}, "unknown source 'web'")],
+)
+def test_bad_arguments_say_what_is_allowed(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        data.load_mnist(**kwargs)
+
+
+def test_bundled_split_is_stratified_disjoint_and_deterministic():
+    train, test = data.load_mnist("train", "bundled"), data.load_mnist("test", "bundled")
+    assert (len(train), len(test)) == (4500, 500)
+    assert torch.equal(train.labels.bincount(), torch.full((10,), 450))
+    assert torch.equal(test.labels.bincount(), torch.full((10,), 50))
+    index = data.bundled_split_indices()
+    assert not set(index["train"]) & set(index["test"])
+    assert np.array_equal(index["test"], data.bundled_split_indices()["test"])
+    assert train.images.shape == (4500, 1, 28, 28) and float(train.images.max()) == 1.0
+    assert 0.08 < float(train.images.mean()) < 0.18, "real digits are mostly black background"
+
+
+def test_cache_dir_follows_env(monkeypatch, tmp_path):
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))
+    assert data.cache_dir() == Path(tmp_path)
+
+
+def test_tensor_batches_cover_each_item_once_per_epoch():
+    x = torch.arange(10).float()
+    batches = data.TensorBatches(x, x * 2, batch_size=3, drop_last=False, seed=1)
+    seen = torch.cat([a for a, _ in batches])
+    assert len(batches) == 4 and sorted(seen.tolist()) == list(range(10))
+    assert all(torch.equal(b, a * 2) for a, b in batches), "tensors stay aligned"
+    assert len(data.TensorBatches(x, batch_size=3)) == 3
+    with pytest.raises(ValueError, match="same length"):
+        data.TensorBatches(x, x[:5], batch_size=2)
+    with pytest.raises(ValueError, match="batch_size"):
+        data.TensorBatches(x, batch_size=11)
+
+
+def test_dataloader_route_yields_images_and_labels():
+    test = data.load_mnist("test", "bundled")
+    images, labels = next(iter(data.make_dataloader(test, batch_size=16)))
+    assert images.shape == (16, 1, 28, 28) and labels.shape == (16,)
+
+
+@pytest.mark.parametrize(
+    ("make", "modes", "std"), [(data.ring_of_gaussians, 8, 0.01), (data.grid_of_gaussians, 25, 0.05)]
+)
+def test_toy_mixtures(make, modes, std):
+    toy = make(4000, seed=0)
+    assert toy.samples.shape == (4000, 2) and toy.centres.shape == (modes, 2) and toy.std == std
+    distance = (toy.samples - toy.centres[toy.labels]).norm(dim=1)
+    assert float(distance.max()) < 6 * std, "every sample lies near its own mode"
+    assert len(toy.labels.unique()) == modes
+    assert torch.equal(make(50, seed=3).samples, make(50, seed=3).samples)
+
+
+def test_toy_geometry_matches_pacgan():
+    ring = data.ring_of_gaussians(1, seed=0).centres
+    assert torch.allclose(ring.norm(dim=1), torch.ones(8))
+    grid = data.grid_of_gaussians(1, seed=0).centres
+    assert sorted(set(grid[:, 0].tolist())) == [-4, -2, 0, 2, 4]
