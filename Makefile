@@ -1,0 +1,28 @@
+# Two commands on a fresh machine (Python >= 3.10): `make lab` opens the course, `make test` runs every test.
+# Both create .venv/ and install the package with its extras the first time.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: lab test lint full-outputs clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e ".[$*]"
+	touch $@
+
+lab: $(VENV)/.installed-dev
+	$(BIN)/jupyter lab notebooks/
+
+# Unit tests + every notebook under notebooks/ executed by nbval in quick mode (see conftest.py).
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache
