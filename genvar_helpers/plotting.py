@@ -95,7 +95,7 @@ def plot_2d_samples(
         c = _numpy(centres)
         ax.scatter(c[:, 0], c[:, 1], marker="x", s=40, color="black", label="mode centres")
     ax.set_aspect("equal")
-    ax.legend(loc="upper right", fontsize=8, markerscale=2)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=3, fontsize=8, markerscale=2, frameon=False)
     if title:
         ax.set_title(title)
     return fig
