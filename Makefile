@@ -8,10 +8,9 @@ BIN := $(VENV)/bin
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
 
 $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e ".[$*]"
+	$(BIN)/python -m pip install --quiet -e ".[$*]"
 	touch $@
 
 lab: $(VENV)/.installed-dev
@@ -21,7 +20,8 @@ lab: $(VENV)/.installed-dev
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
-lint: $(VENV)/.installed-dev
+lint: $(VENV)/.installed-test
+	$(BIN)/python -m pip install --quiet ruff
 	$(BIN)/ruff check .
 
 clean:
