@@ -1,0 +1,342 @@
+"""GANs on MNIST (notebooks 04 and 05): MLP and DCGAN models, the two losses, DiffAugment and one training loop.
+
+Conventions: generators map z ~ N(0, I) to images in [-1, 1] (tanh), so real
+data is rescaled from [0, 1] to [-1, 1] before the discriminator sees it.
+Discriminators return logits (no sigmoid): the losses use BCE-with-logits.
+`sample(n)` maps back to [0, 1], the range every model of the series returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .runtime import check_finite
+
+IMAGE_SHAPE = (1, 28, 28)
+Augment = Callable[[torch.Tensor], torch.Tensor]
+
+
+def to_tanh_range(images: torch.Tensor) -> torch.Tensor:
+    """Map images from [0, 1] (how data is stored) to [-1, 1] (what a tanh generator produces)."""
+    return images * 2 - 1
+
+
+class Generator(nn.Module):
+    """Base class of the generators: `forward(z)` gives images in [-1, 1]; `sample(n)` gives them in [0, 1]."""
+
+    latent_dim: int
+    config: dict
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n latent codes z ~ N(0, I) on the model's device."""
+        z = torch.randn(n, self.latent_dim, generator=generator, device="cpu" if generator else self.device)
+        return z.to(self.device)
+
+    @torch.no_grad()
+    def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
+        """n images (n, 1, 28, 28) in [0, 1] on the model's device; eval mode inside, previous mode restored."""
+        was_training = self.training
+        self.eval()
+        try:
+            z = self.latent(n) if z is None else z.to(self.device)
+            images = (self(z) + 1) / 2
+        finally:
+            self.train(was_training)
+        return images.clamp(0, 1)
+
+
+class MLPGenerator(Generator):
+    """z -> fully connected layers (BatchNorm, ReLU) -> 784 pixels -> tanh."""
+
+    def __init__(self, latent_dim: int = 64, hidden: tuple[int, ...] = (256, 512)) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.config = {"latent_dim": latent_dim, "hidden": tuple(hidden)}
+        layers: list[nn.Module] = []
+        width = latent_dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.ReLU()]
+            width = h
+        layers += [nn.Linear(width, math.prod(IMAGE_SHAPE)), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(-1, *IMAGE_SHAPE)
+
+
+class MinibatchStd(nn.Module):
+    """Append one feature: the average standard deviation of the features across the batch (Karras et al. 2018).
+
+    A collapsed generator makes batches with little variety, and this feature lets D see it.
+    """
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        std = h.float().std(dim=0, unbiased=False).mean().to(h.dtype)
+        return torch.cat([h, std.expand(h.shape[0], 1)], dim=1)
+
+
+class MLPDiscriminator(nn.Module):
+    """784 pixels -> fully connected layers (LeakyReLU, dropout) -> one logit (no sigmoid)."""
+
+    def __init__(self, hidden: tuple[int, ...] = (512, 256), dropout: float = 0.3, minibatch_std: bool = True) -> None:
+        super().__init__()
+        self.config = {"hidden": tuple(hidden), "dropout": dropout, "minibatch_std": minibatch_std}
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(IMAGE_SHAPE)
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.LeakyReLU(0.2), nn.Dropout(dropout)]
+            width = h
+        if minibatch_std:
+            layers.append(MinibatchStd())
+            width += 1
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """Radford et al. (2016): conv weights ~ N(0, 0.02); BatchNorm scale ~ N(1, 0.02), shift 0."""
+    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class DCGANGenerator(Generator):
+    """z -> 7x7 -> 14x14 -> 28x28 by transposed convolutions, BatchNorm and ReLU; tanh output."""
+
+    def __init__(self, latent_dim: int = 64, ngf: int = 32) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.config = {"latent_dim": latent_dim, "ngf": ngf}
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(latent_dim, ngf * 4, 7, 1, 0, bias=False),  # 1x1 -> 7x7 ("project and reshape")
+            nn.BatchNorm2d(ngf * 4),
+            nn.ReLU(),
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False),  # 7x7 -> 14x14
+            nn.BatchNorm2d(ngf * 2),
+            nn.ReLU(),
+            nn.ConvTranspose2d(ngf * 2, 1, 4, 2, 1),  # 14x14 -> 28x28, no BatchNorm on the output
+            nn.Tanh(),
+        )
+        self.apply(dcgan_init)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.view(-1, self.latent_dim, 1, 1))
+
+
+class DCGANDiscriminator(nn.Module):
+    """28x28 -> 14x14 -> 7x7 by strided convolutions (LeakyReLU 0.2, BatchNorm but not on the input) -> one logit."""
+
+    def __init__(self, ndf: int = 32) -> None:
+        super().__init__()
+        self.config = {"ndf": ndf}
+        self.net = nn.Sequential(
+            nn.Conv2d(1, ndf, 4, 2, 1),  # 28 -> 14, no BatchNorm on the input layer
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False),  # 14 -> 7
+            nn.BatchNorm2d(ndf * 2),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(ndf * 2, 1, 7, 1, 0),  # 7x7 -> one logit
+        )
+        self.apply(dcgan_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten()
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_target: float = 1.0) -> torch.Tensor:
+    """-log D(x) - log(1 - D(G(z))), batch means, from logits; `real_target` < 1 is one-sided label smoothing."""
+    real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_target))
+    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    return real + fake
+
+
+def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss -log D(G(z)) = softplus(-logit), batch mean (Goodfellow et al. 2014)."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def diff_augment(x: torch.Tensor, translation: float = 0.125, cutout: float = 0.5, fill: float = -1.0) -> torch.Tensor:
+    """Differentiable augmentation for D's inputs (Zhao et al. 2020): random shift and a cut-out square.
+
+    Applied to real and fake images alike, and differentiable, so G still gets
+    gradients through it. Shifts up to `translation` x size pixels, pads with
+    `fill` (the background, -1 in tanh range); cuts out a square of `cutout` x size.
+    """
+    n, _, h, w = x.shape
+    if translation > 0:
+        s = max(1, round(h * translation))
+        padded = F.pad(x, (s, s, s, s), value=fill)
+        dy = torch.randint(0, 2 * s + 1, (n, 1, 1), device=x.device)
+        dx = torch.randint(0, 2 * s + 1, (n, 1, 1), device=x.device)
+        rows = torch.arange(h, device=x.device).view(1, h, 1) + dy
+        cols = torch.arange(w, device=x.device).view(1, 1, w) + dx
+        batch = torch.arange(n, device=x.device).view(n, 1, 1)
+        x = padded[batch, :, rows, cols].permute(0, 3, 1, 2)  # (n, h, w, c) -> (n, c, h, w)
+    if cutout > 0:
+        size = round(h * cutout)
+        top = torch.randint(-(size // 2), h - size // 2 + 1, (n, 1, 1), device=x.device)
+        left = torch.randint(-(size // 2), w - size // 2 + 1, (n, 1, 1), device=x.device)
+        r = torch.arange(h, device=x.device).view(1, h, 1)
+        c = torch.arange(w, device=x.device).view(1, 1, w)
+        hole = (r >= top) & (r < top + size) & (c >= left) & (c < left + size)
+        x = torch.where(hole.unsqueeze(1), torch.full_like(x, fill), x)
+    return x
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model for parameters; buffers (BatchNorm statistics) copied."""
+    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+        p_ema.lerp_(p, 1 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+@dataclass
+class GANRun:
+    """What `train_gan` returns: per-step history, fixed-noise snapshots, timing and the EMA generator (if any)."""
+
+    history: dict[str, list[float]]
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> images in [0, 1] on the CPU
+    seconds: float = 0.0
+    images_per_second: float = 0.0  # real images through D per second of training
+    generator_ema: Generator | None = None
+
+
+def train_gan(
+    generator: Generator,
+    discriminator: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, ...]],
+    *,
+    epochs: int | None = None,
+    steps: int | None = None,
+    lr: float = 2e-4,
+    lr_d: float | None = None,
+    betas: tuple[float, float] = (0.5, 0.999),
+    augment: Augment | None = None,
+    real_target: float = 1.0,
+    instance_noise: float = 0.0,
+    ema_decay: float | None = None,
+    snapshot_every: int = 0,
+    fixed_z: torch.Tensor | None = None,
+    amp: bool = False,
+    compile: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+) -> GANRun:
+    """Train a GAN with the non-saturating loss and Adam(beta1=0.5); batches yield (images in [0, 1], ...).
+
+    Give `epochs` or `steps`. `lr_d` defaults to `lr`. `augment` (e.g. `diff_augment`)
+    is applied to every input of D, real and fake. `instance_noise` is the std of
+    Gaussian noise added to D's inputs, annealed linearly to 0. `ema_decay` keeps an
+    exponential moving average of G's weights. `amp` (mixed precision) and `compile`
+    (`torch.compile`) act only on CUDA; elsewhere they are switched off, with a message.
+    """
+    if (epochs is None) == (steps is None):
+        raise ValueError("give exactly one of `epochs` or `steps`")
+    device = generator.device
+    use_amp, use_compile = amp and device.type == "cuda", compile and device.type == "cuda"
+    if (amp and not use_amp) or (compile and not use_compile):
+        print(f"train_gan: amp/compile act only on CUDA; running without them on {device.type}")
+    per_epoch = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
+    if steps is None:
+        if per_epoch is None:
+            raise ValueError("`epochs` needs batches with a len(); pass `steps` instead")
+        steps = epochs * per_epoch  # type: ignore[operator]
+    torch.manual_seed(seed)
+
+    opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d or lr, betas=betas)
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    def autocast() -> contextlib.AbstractContextManager:
+        return torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
+
+    g_fn = torch.compile(generator) if use_compile else generator
+    d_fn = torch.compile(discriminator) if use_compile else discriminator
+    ema = copy.deepcopy(generator).requires_grad_(False) if ema_decay else None
+    if snapshot_every and fixed_z is None:
+        fixed_z = generator.latent(64, torch.Generator().manual_seed(seed))
+
+    def d_input(x: torch.Tensor, step: int) -> torch.Tensor:
+        if instance_noise > 0:
+            x = x + torch.randn_like(x) * instance_noise * (1 - step / steps)
+        return augment(x) if augment is not None else x
+
+    def snapshot(step: int) -> None:
+        if snapshot_every and (step % snapshot_every == 0 or step == steps):
+            run.snapshots[step] = (ema or generator).sample(len(fixed_z), z=fixed_z).cpu()  # type: ignore[arg-type]
+
+    history: dict[str, list[float]] = {"loss_D": [], "loss_G": [], "D(x)": [], "D(G(z))": []}
+    stats: list[torch.Tensor] = []  # kept on the device, read once at the end (no sync per step)
+    run = GANRun(history, generator_ema=ema)
+    generator.train()
+    discriminator.train()
+    snapshot(0)
+    step, start = 0, time.perf_counter()
+    bar = tqdm(total=steps, desc="GAN training", disable=not progress)
+    while step < steps:
+        for real, *_ in batches:
+            real = to_tanh_range(real)
+            z = torch.randn(len(real), generator.latent_dim, device=device)
+            # Discriminator step: fakes are detached, so this step does not touch G.
+            with autocast():
+                fake = g_fn(z)
+                real_logits = d_fn(d_input(real, step))
+                fake_logits = d_fn(d_input(fake.detach(), step))
+                loss_d = discriminator_loss(real_logits.float(), fake_logits.float(), real_target)
+            check_finite(loss_d, step, "discriminator loss")
+            opt_d.zero_grad(set_to_none=True)
+            scaler.scale(loss_d).backward()
+            scaler.step(opt_d)
+            # Generator step: gradients flow through D into G; only G's optimizer steps.
+            with autocast():
+                loss_g = generator_loss(d_fn(d_input(fake, step)).float())
+            check_finite(loss_g, step, "generator loss")
+            opt_g.zero_grad(set_to_none=True)
+            scaler.scale(loss_g).backward()
+            scaler.step(opt_g)
+            scaler.update()
+            if ema is not None:
+                ema_update(ema, generator, ema_decay)  # type: ignore[arg-type]
+            step += 1
+            d_real, d_fake = torch.sigmoid(real_logits.detach().float()), torch.sigmoid(fake_logits.detach().float())
+            stats.append(torch.stack([loss_d.detach(), loss_g.detach(), d_real.mean(), d_fake.mean()]))
+            bar.update(1)
+            if step % 50 == 0:
+                bar.set_postfix(loss_D=f"{loss_d.item():.3f}", loss_G=f"{loss_g.item():.3f}")
+            snapshot(step)
+            if step >= steps:
+                break
+    bar.close()
+    for name, column in zip(history, torch.stack(stats).cpu().T.tolist(), strict=True):
+        history[name] = column
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    run.seconds = time.perf_counter() - start
+    run.images_per_second = steps * getattr(batches, "batch_size", len(real)) / run.seconds
+    generator.eval()
+    discriminator.eval()
+    return run
