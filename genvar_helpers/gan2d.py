@@ -1,0 +1,210 @@
+"""A GAN on 2D toy data (notebook 03): MLP generator and discriminator, packing (PacGAN), a training loop
+that keeps snapshots of the generator, and a slider to scrub through them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from .runtime import check_finite
+
+
+def mlp(d_in: int, d_out: int, hidden: int, depth: int) -> nn.Sequential:
+    """`depth` hidden layers of `hidden` ReLU units, then a linear output layer."""
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Linear(d_in if i == 0 else hidden, hidden), nn.ReLU()]
+    layers.append(nn.Linear(hidden if depth > 0 else d_in, d_out))
+    return nn.Sequential(*layers)
+
+
+class Generator2D(nn.Module):
+    """G_theta: z ~ N(0, I) in R^latent_dim -> x in R^2, an MLP with a linear output (no tanh: data is unbounded)."""
+
+    def __init__(self, latent_dim: int = 2, hidden: int = 128, depth: int = 3) -> None:
+        super().__init__()
+        self.config = {"latent_dim": latent_dim, "hidden": hidden, "depth": depth}
+        self.latent_dim = latent_dim
+        self.net = mlp(latent_dim, 2, hidden, depth)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n samples of shape (n, 2) on the model's device (`generator`: a CPU torch.Generator for fixed z)."""
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.latent_dim, generator=generator).to(device)
+        return self(z)
+
+
+def pack_samples(x: torch.Tensor, pack: int) -> torch.Tensor:
+    """Concatenate groups of `pack` consecutive samples: (n, d) -> (n // pack, pack * d)."""
+    n, d = x.shape
+    if n % pack != 0:
+        raise ValueError(
+            f"batch of {n} samples cannot be cut into packs of {pack}: use a batch size divisible by pack={pack}"
+        )
+    return x.reshape(n // pack, pack * d)
+
+
+class Discriminator2D(nn.Module):
+    """D_psi: a pack of `pack` points (all real or all generated) -> one logit.
+
+    `minibatch_std=True` appends one feature to every pack: the mean standard deviation of the
+    packs in the batch, so D can also see how spread out a whole batch is.
+    """
+
+    def __init__(self, hidden: int = 128, depth: int = 3, pack: int = 1, minibatch_std: bool = False) -> None:
+        super().__init__()
+        if pack < 1:
+            raise ValueError(f"pack must be >= 1; got {pack}")
+        self.config = {"hidden": hidden, "depth": depth, "pack": pack, "minibatch_std": minibatch_std}
+        self.pack = pack
+        self.minibatch_std = minibatch_std
+        self.net = mlp(2 * pack + int(minibatch_std), 1, hidden, depth)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (n, 2) with n divisible by pack -> logits (n // pack,)."""
+        h = pack_samples(x, self.pack)
+        if self.minibatch_std:
+            spread = h.std(dim=0, unbiased=False).mean().expand(h.shape[0], 1)
+            h = torch.cat([h, spread], dim=1)
+        return self.net(h).squeeze(1)
+
+
+@dataclass
+class GanRun:
+    """What `train_gan_2d` returns: losses per step and generator samples at chosen steps (fixed z, on CPU)."""
+
+    history: dict[str, list[float]]
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def train_gan_2d(
+    G: Generator2D,
+    D: Discriminator2D,
+    data: torch.Tensor,
+    steps: int = 5000,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    lr_end: float | None = None,
+    betas: tuple[float, float] = (0.5, 0.999),
+    snapshot_steps: list[int] | None = None,
+    n_snapshot: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+) -> GanRun:
+    """Train G and D with the non-saturating loss (BCE with logits), one D step then one G step.
+
+    `data` is an (N, 2) tensor of real points; each step draws `batch_size` of them at random.
+    `lr_end`, if given, decays both learning rates linearly from `lr` to `lr_end` over the run
+    (late small steps let G settle on the narrow modes instead of circling around them).
+    `snapshot_steps` (default: 10 evenly spaced, 0 and `steps` included) are the steps at which
+    `n_snapshot` generator samples, always from the same z, are stored.
+    """
+    import time
+
+    torch.manual_seed(seed)
+    device = next(G.parameters()).device
+    data = data.to(device)
+    if snapshot_steps is None:
+        snapshot_steps = [round(steps * i / 9) for i in range(10)]
+    z_fixed = torch.randn(n_snapshot, G.latent_dim, generator=torch.Generator().manual_seed(seed + 1)).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)
+    shrink = 1.0 - (lr if lr_end is None else lr_end) / lr  # the learning rate falls by this fraction
+    schedules = [torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - shrink * s / steps) for opt in (opt_g, opt_d)]
+    ones = torch.ones(batch_size // D.pack, device=device)
+    zeros = torch.zeros_like(ones)
+    run = GanRun(history={"loss_d": [], "loss_g": [], "d_real": [], "d_fake": []})
+
+    def snapshot(step: int) -> None:
+        if step in snapshot_steps:
+            with torch.no_grad():
+                run.snapshots[step] = G(z_fixed).cpu()
+
+    start = time.perf_counter()
+    snapshot(0)
+    for step in tqdm(range(1, steps + 1), desc="GAN 2D", disable=not progress, mininterval=1.0):
+        real = data[torch.randint(len(data), (batch_size,), device=device)]
+        fake = G(torch.randn(batch_size, G.latent_dim, device=device))
+        # Discriminator: real packs -> 1, generated packs -> 0 (fake detached: no gradient into G here).
+        logit_real, logit_fake = D(real), D(fake.detach())
+        loss_d = F.binary_cross_entropy_with_logits(logit_real, ones) + F.binary_cross_entropy_with_logits(
+            logit_fake, zeros
+        )
+        check_finite(loss_d, step, "discriminator loss")
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        # Generator, non-saturating: maximise log D(G(z)), i.e. BCE against the label "real".
+        loss_g = F.binary_cross_entropy_with_logits(D(fake), ones)
+        check_finite(loss_g, step, "generator loss")
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        for schedule in schedules:
+            schedule.step()
+        run.history["loss_d"].append(loss_d.item())
+        run.history["loss_g"].append(loss_g.item())
+        run.history["d_real"].append(torch.sigmoid(logit_real).mean().item())
+        run.history["d_fake"].append(torch.sigmoid(logit_fake).mean().item())
+        snapshot(step)
+    run.seconds = time.perf_counter() - start
+    return run
+
+
+def draw_snapshot(
+    snapshots: dict[int, torch.Tensor],
+    index: int,
+    real: torch.Tensor,
+    centres: torch.Tensor,
+    ax: plt.Axes | None = None,
+) -> Figure:
+    """Draw the `index`-th snapshot (in step order) over the real data; the slider's callback, pure and headless."""
+    from .plotting import plot_2d_samples
+
+    steps = sorted(snapshots)
+    if not 0 <= index < len(steps):
+        raise IndexError(f"snapshot index {index} out of range: there are {len(steps)} snapshots")
+    step = steps[index]
+    return plot_2d_samples(real, snapshots[step], centres, title=f"step {step}", ax=ax)
+
+
+def snapshot_grid(
+    snapshots: dict[int, torch.Tensor], real: torch.Tensor, centres: torch.Tensor, ncols: int = 5
+) -> Figure:
+    """All snapshots side by side: the static version of `snapshot_slider`."""
+    n = len(snapshots)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 3 * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i < n:
+            draw_snapshot(snapshots, i, real, centres, ax=ax)
+            ax.get_legend().remove()
+        else:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def snapshot_slider(snapshots: dict[int, torch.Tensor], real: torch.Tensor, centres: torch.Tensor) -> Any:
+    """An ipywidgets slider over the training snapshots (needs a live notebook front end to move)."""
+    import ipywidgets as widgets
+
+    def show(index: int) -> None:
+        draw_snapshot(snapshots, index, real, centres)
+        plt.show()
+
+    slider = widgets.IntSlider(value=len(snapshots) - 1, min=0, max=len(snapshots) - 1, description="snapshot")
+    return widgets.interact(show, index=slider)
