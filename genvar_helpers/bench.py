@@ -1,0 +1,241 @@
+"""Benchmark: train every MNIST model of the series for one fixed budget and measure it.
+
+    python -m genvar_helpers.bench            # full budget, also times every notebook in quick mode
+    python -m genvar_helpers.bench --quick    # a small budget, < 2 minutes on 2 CPU cores
+    python -m genvar_helpers.bench --readme bench_results/cpu.json   # rewrite README's results table
+
+Each model sees the same number of training images (the budget) on the current device.
+The table gives training images/s, wall time and the sample metrics of `metrics.evaluate_generator`
+(plus the IWAE log-likelihood for the VAEs). It also times the same DCGAN training fed by a plain
+`DataLoader` and by on-device `TensorBatches`, and reports the ratio. Results go to the screen and
+to a JSON file; `--readme` turns that JSON into README.md's results table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import gan, metrics, vae
+from .data import TensorBatches, load_mnist, make_dataloader
+from .runtime import environment_report, get_device, seed_everything
+
+ROOT = Path(__file__).resolve().parent.parent
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def train_for_budget(name: str, budget: int, data: torch.Tensor, device: torch.device) -> tuple[Any, float, float]:
+    """Train the series model `name` on `budget` images of `data`: (model, seconds, training images/s)."""
+    if name not in TRAINERS:
+        raise ValueError(f"unknown model {name!r}; the benchmark trains {sorted(TRAINERS)}")
+    return TRAINERS[name](name, budget, data, device)
+
+
+def _train_gan(name: str, budget: int, data: torch.Tensor, device: torch.device) -> tuple[Any, float, float]:
+    seed_everything(0)
+    if name == "gan_mlp":
+        generator, discriminator = gan.MLPGenerator(), gan.MLPDiscriminator()
+    else:
+        generator, discriminator = gan.DCGANGenerator(), gan.DCGANDiscriminator()
+    generator, discriminator = generator.to(device), discriminator.to(device)
+    batches = TensorBatches(data, batch_size=64, device=device, seed=0)
+    run = gan.train_gan(
+        generator, discriminator, batches, steps=max(1, budget // 64), augment=gan.diff_augment, progress=False
+    )
+    return generator, run.seconds, run.images_per_second
+
+
+def _train_vae(name: str, budget: int, data: torch.Tensor, device: torch.device) -> tuple[Any, float, float]:
+    seed_everything(0)
+    model = (vae.MLPVAE() if name == "vae_mlp" else vae.ConvVAE()).to(device)
+    epochs = max(1, math.ceil(budget / len(data)))
+    start = time.perf_counter()
+    vae.train_vae(model, data, epochs=epochs, batch_size=128, progress=False)
+    seconds = time.perf_counter() - start
+    return model, seconds, epochs * (len(data) // 128) * 128 / seconds
+
+
+TRAINERS: dict[str, Callable[[str, int, torch.Tensor, torch.device], tuple[Any, float, float]]] = {
+    "gan_mlp": _train_gan,
+    "dcgan": _train_gan,
+    "vae_mlp": _train_vae,
+    "vae_conv": _train_vae,
+}
+
+
+def bench_models(budget: int, n_eval: int, iwae_k: int, device: torch.device) -> list[dict[str, Any]]:
+    """Train each model on `budget` training images and measure it; one dict per model."""
+    train, test = load_mnist("train"), load_mnist("test")
+    classifier = metrics.load_classifier(device)
+    rows = []
+    for name in TRAINERS:
+        print(f"bench: training {name} on {budget:,} images ...", flush=True)
+        model, seconds, images_per_second = train_for_budget(name, budget, train.images, device)
+        row = {"model": name, "train_images": budget, "train_seconds": round(seconds, 1)}
+        row["train_images_per_s"] = round(images_per_second, 1)
+        start = time.perf_counter()
+        sample_metrics = metrics.evaluate_generator(model.sample, train.images, n=n_eval, classifier=classifier)
+        sample_metrics.pop("histogram")
+        row.update({k: (round(v, 4) if isinstance(v, float) else v) for k, v in sample_metrics.items()})
+        if name.startswith("vae"):
+            ll = metrics.iwae_log_likelihood(model, test.images, k=iwae_k)
+            row["test_nll_nats"] = round(ll["nll_nats"], 2)
+            row["iwae_k"] = iwae_k
+        row["eval_seconds"] = round(time.perf_counter() - start, 1)
+        rows.append(row)
+    return rows
+
+
+def bench_data_feeding(steps: int, device: torch.device) -> dict[str, Any]:
+    """Time the same DCGAN training fed by a DataLoader and by on-device TensorBatches."""
+    train = load_mnist("train", verbose=False)
+    timings = {}
+    for route in ("dataloader", "on_device"):
+        seed_everything(0)
+        generator, discriminator = gan.DCGANGenerator().to(device), gan.DCGANDiscriminator().to(device)
+        if route == "dataloader":
+            batches: Any = ((x.to(device), y.to(device)) for x, y in _cycle(make_dataloader(train, 64)))
+        else:
+            batches = TensorBatches(train.images, train.labels, batch_size=64, device=device)
+        run = gan.train_gan(generator, discriminator, _Limited(batches, steps), steps=steps, progress=False)
+        timings[route] = run.images_per_second
+    return {
+        "steps": steps,
+        "dataloader_images_per_s": round(timings["dataloader"], 1),
+        "on_device_images_per_s": round(timings["on_device"], 1),
+        "speedup": round(timings["on_device"] / timings["dataloader"], 2),
+    }
+
+
+def _cycle(loader: Any) -> Any:
+    while True:
+        yield from loader
+
+
+class _Limited:
+    """An iterable that yields `steps` items of another iterable (which may be infinite)."""
+
+    def __init__(self, source: Any, steps: int) -> None:
+        self.source, self.steps = source, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Any:
+        for i, item in enumerate(self.source if not hasattr(self.source, "tensors") else _cycle(self.source)):
+            if i >= self.steps:
+                return
+            yield item
+
+
+def bench_notebooks(notebooks: list[Path], timeout: int = 600) -> dict[str, float]:
+    """Wall time of each notebook executed top to bottom in quick mode (a fresh kernel each)."""
+    times = {}
+    env = dict(os.environ, GENVAR_QUICK="1")
+    for path in notebooks:
+        print(f"bench: running {path.name} in quick mode ...", flush=True)
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "--stdout",
+             f"--ExecutePreprocessor.timeout={timeout}", str(path)],
+            env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        times[path.name] = round(time.perf_counter() - start, 1)
+    return times
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of the per-model results."""
+    header = "| model | images/s | train s | classes | KL | FD (floor) | precision | recall | test NLL (nats) |"
+    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        nll = f"{r['test_nll_nats']:.1f} (k={r['iwae_k']})" if "test_nll_nats" in r else "—"
+        lines.append(
+            f"| {r['model']} | {r['train_images_per_s']:.0f} | {r['train_seconds']:.0f} | {r['classes_present']}/10 "
+            f"| {r['kl_from_uniform']:.3f} | {r['fd']:.2f} ({r['fd_real_floor']:.2f}) | {r['precision']:.2f} "
+            f"| {r['recall']:.2f} | {nll} |"
+        )
+    return "\n".join(lines)
+
+
+def format_report(results: dict[str, Any]) -> str:
+    """The whole result as Markdown: where it ran, the model table, data feeding and notebook times."""
+    env, feed = results["environment"], results["data_feeding"]
+    parts = [
+        f"Measured by `{results['command']}` on {results['date']}: {env['device']}"
+        f"{' (' + env['gpu'] + ')' if 'gpu' in env else ''}, {env['cpu_threads']} CPU threads, torch {env['torch']}, "
+        f"{results['data']} MNIST; budget {results['budget']:,} training images per model; "
+        f"metrics over {results['n_eval']} samples against real training digits.",
+        "",
+        format_table(results["models"]),
+        "",
+        f"Data feeding (DCGAN, {feed['steps']} steps): DataLoader {feed['dataloader_images_per_s']:.0f} images/s, "
+        f"on-device batches {feed['on_device_images_per_s']:.0f} images/s, ratio {feed['speedup']:.2f}x.",
+    ]
+    if results.get("notebooks_quick_s"):
+        parts += ["", "| notebook | quick-mode wall time (s) |", "|---|---|"]
+        parts += [f"| {name} | {sec:.0f} |" for name, sec in results["notebooks_quick_s"].items()]
+    return "\n".join(parts)
+
+
+def update_readme(results: dict[str, Any], readme: Path = ROOT / "README.md") -> None:
+    """Replace the text between the bench markers of README.md with the report of `results`."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} needs the markers {README_START} and {README_END} around the results table")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_START}\n{format_report(results)}\n{README_END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small budget, no notebook runs (< 2 min on 2 cores)")
+    parser.add_argument("--out", type=Path, help="JSON file (default bench_results/<device>[-quick].json)")
+    parser.add_argument("--device", help="cuda, mps or cpu (default: the first available)")
+    parser.add_argument("--no-notebooks", action="store_true", help="skip timing the notebooks")
+    parser.add_argument("--readme", type=Path, metavar="JSON", help="only rewrite README's table from a JSON file")
+    args = parser.parse_args(argv)
+    if args.readme:
+        results = json.loads(args.readme.read_text())
+        update_readme(results)
+        print(format_report(results))
+        return results
+    device = get_device(args.device)
+    budget, n_eval, iwae_k, feed_steps = (3_000, 250, 10, 20) if args.quick else (60_000, 1000, 1000, 100)
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "command": "python -m genvar_helpers.bench" + (" --quick" if args.quick else ""),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": platform.node(),
+        "environment": environment_report() | {"device": str(device)},
+        "data": load_mnist("train").source,
+        "budget": budget,
+        "n_eval": n_eval,
+    }
+    results["models"] = bench_models(budget, n_eval, iwae_k, device)
+    results["data_feeding"] = bench_data_feeding(feed_steps, device)
+    if not (args.quick or args.no_notebooks):
+        results["notebooks_quick_s"] = bench_notebooks(sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")))
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+    out = args.out or ROOT / "bench_results" / f"{device.type}{'-quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(format_report(results))
+    print(f"\nbench: {results['total_seconds']:.0f} s in all; results in {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The benchmark's pieces: a tiny training budget, the data-feeding comparison, the report and README rewrite."""
+
+import pytest
+import torch
+
+from genvar_helpers import bench
+
+RESULTS = {
+    "command": "python -m genvar_helpers.bench --quick",
+    "date": "2026-01-01",
+    "environment": {"device": "cpu", "cpu_threads": 2, "torch": "2.13.0"},
+    "data": "bundled",
+    "budget": 3000,
+    "n_eval": 250,
+    "models": [
+        {
+            "model": "vae_mlp",
+            "train_images_per_s": 1234.5,
+            "train_seconds": 3.0,
+            "classes_present": 10,
+            "kl_from_uniform": 0.01,
+            "fd": 5.0,
+            "fd_real_floor": 1.0,
+            "precision": 0.5,
+            "recall": 0.9,
+            "test_nll_nats": 99.5,
+            "iwae_k": 10,
+        }
+    ],
+    "data_feeding": {"steps": 20, "dataloader_images_per_s": 100.0, "on_device_images_per_s": 150.0, "speedup": 1.5},
+    "notebooks_quick_s": {"00_setup_and_tour.ipynb": 12.3},
+}
+
+
+def test_train_for_budget_trains_each_family():
+    images = torch.rand(256, 1, 28, 28)
+    for name in ("gan_mlp", "vae_mlp"):
+        model, seconds, speed = bench.train_for_budget(name, 256, images, torch.device("cpu"))
+        assert seconds > 0 and speed > 0
+        assert model.sample(3).shape == (3, 1, 28, 28)
+    with pytest.raises(ValueError, match="unknown model 'vae'"):
+        bench.train_for_budget("vae", 256, images, torch.device("cpu"))
+
+
+def test_report_holds_every_figure():
+    report = bench.format_report(RESULTS)
+    for text in (
+        "| vae_mlp | 1234 | 3 | 10/10 | 0.010 | 5.00 (1.00) | 0.50 | 0.90 | 99.5 (k=10) |",
+        "ratio 1.50x",
+        "| 00_setup_and_tour.ipynb | 12 |",
+        "python -m genvar_helpers.bench --quick",
+        "bundled MNIST",
+    ):
+        assert text in report
+
+
+def test_update_readme_replaces_only_between_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{bench.README_START}\nold table\n{bench.README_END}\noutro\n")
+    bench.update_readme(RESULTS, readme)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
+    assert "| vae_mlp |" in text
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        bench.update_readme(RESULTS, readme)
