@@ -8,8 +8,21 @@ import pytest
 import torch
 from torch import nn
 
-from genvar_helpers.data import grid_of_gaussians, ring_of_gaussians
-from genvar_helpers.metrics import iwae_log_likelihood, mode_metrics
+from genvar_helpers.data import MNISTData, grid_of_gaussians, load_mnist, ring_of_gaussians
+from genvar_helpers.metrics import (
+    CLASSIFIER_PATH,
+    MnistClassifier,
+    accuracy,
+    class_coverage,
+    evaluate_generator,
+    frechet_distance,
+    frechet_distance_to_real,
+    iwae_log_likelihood,
+    load_classifier,
+    mode_metrics,
+    precision_recall,
+    real_floor,
+)
 
 # ---------------------------------------------------------------- 2D mode metrics
 
@@ -90,3 +103,85 @@ def test_iwae_binarises_grey_images_reproducibly() -> None:
     b = iwae_log_likelihood(model, grey, k=8, binarize_seed=3)
     c = iwae_log_likelihood(model, grey, k=8, binarize_seed=4)
     assert a == b and a["nll_nats"] != c["nll_nats"]
+
+
+# ---------------------------------------------------------------- the shipped classifier and sample metrics
+
+
+@pytest.fixture(scope="module")
+def classifier() -> MnistClassifier:
+    return load_classifier(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def test_digits() -> MNISTData:
+    return load_mnist("test", source="bundled", verbose=False)
+
+
+def test_shipped_classifier_reproduces_its_stated_accuracy(classifier, test_digits) -> None:
+    acc = accuracy(classifier, test_digits.images, test_digits.labels)
+    assert acc >= 0.98, f"accuracy {acc:.4f} on the 500 held-out bundled digits"
+    assert abs(acc - classifier.meta["test_accuracy"]) <= 0.002, "the checkpoint's meta states the accuracy it has"
+    assert CLASSIFIER_PATH.stat().st_size < 500_000, "weights stay small"
+    assert classifier.features(test_digits.images[:4]).shape == (4, classifier.config["widths"][-1])
+
+
+def test_class_coverage_real_digits_vs_one_class(classifier, test_digits) -> None:
+    real = class_coverage(test_digits.images, classifier)
+    assert real["classes_present"] == 10 and real["n"] == 500
+    assert real["kl_from_uniform"] < 0.01, "50 digits of each class give a near-uniform histogram"
+    threes = class_coverage(test_digits.images[test_digits.labels == 3], classifier)
+    assert threes["classes_present"] == 1 and threes["histogram"][3] > 0.95
+    assert threes["kl_from_uniform"] > 2.0, "one class only: KL close to log 10 = 2.30"
+
+
+def test_frechet_distance_exact_cases() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(2000, 8, generator=g, dtype=torch.float64) @ torch.randn(8, 8, generator=g, dtype=torch.float64)
+    assert frechet_distance(a, a) < 1e-8
+    shift = torch.linspace(-1, 1, 8, dtype=torch.float64)
+    # same covariance: FD is the squared distance of the means
+    assert frechet_distance(a, a + shift) == pytest.approx(float(shift.square().sum()), rel=1e-6)
+    assert frechet_distance(a, a + 2 * shift) > frechet_distance(a, a + shift)
+    # b = 2a: tr(S) + tr(4S) - 2 tr(2S) + |mean(a)|^2 = tr(S) + |mean(a)|^2
+    expected = float(torch.cov(a.T).trace() + a.mean(0).square().sum())
+    assert frechet_distance(a, 2 * a) == pytest.approx(expected, rel=1e-6)
+
+
+def test_frechet_floor_below_real_vs_noise(classifier, test_digits) -> None:
+    floor = real_floor(test_digits.images, 250, classifier)
+    noise = torch.rand(250, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    to_noise = frechet_distance_to_real(noise, test_digits.images[:250], classifier)
+    assert 0 < floor < 0.1 * to_noise, f"real-vs-real floor {floor:.2f} vs real-vs-noise {to_noise:.2f}"
+
+
+def test_precision_recall_same_disjoint_and_collapsed() -> None:
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(1000, 8, generator=g), torch.randn(1000, 8, generator=g)
+    same = precision_recall(real, fake)
+    assert same["precision"] > 0.85 and same["recall"] > 0.85, same
+    far = precision_recall(real, fake + 10.0)
+    assert far["precision"] < 0.01 and far["recall"] < 0.01, far
+    collapsed = precision_recall(real, 0.5 * fake)  # realistic but too little variety
+    assert collapsed["precision"] > 0.95 and collapsed["recall"] < 0.3, collapsed
+
+
+def test_evaluate_generator_real_digits_vs_noise(classifier, test_digits) -> None:
+    train = load_mnist("train", source="bundled", verbose=False).images
+    g = torch.Generator().manual_seed(1)
+
+    def real_generator(count: int) -> torch.Tensor:
+        return train[torch.randint(len(train), (count,), generator=g)]
+
+    def noise_generator(count: int) -> torch.Tensor:
+        return torch.rand(count, 1, 28, 28, generator=g)
+
+    good = evaluate_generator(real_generator, test_digits.images, n=250, classifier=classifier, batch_size=100)
+    bad = evaluate_generator(noise_generator, test_digits.images, n=250, classifier=classifier, batch_size=100)
+    assert good["n"] == bad["n"] == 250
+    assert good["classes_present"] == 10 and bad["classes_present"] < 5
+    assert good["kl_from_uniform"] < 0.1 < bad["kl_from_uniform"]
+    assert good["fd"] < 2 * good["fd_real_floor"] and bad["fd"] > 10 * bad["fd_real_floor"]
+    assert good["precision"] > 0.7 and good["recall"] > 0.7 and bad["precision"] < 0.05, (good, bad)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        evaluate_generator(lambda c: 2 * noise_generator(c) - 1, test_digits.images, n=100, classifier=classifier)
