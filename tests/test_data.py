@@ -211,3 +211,14 @@ def test_toy_geometry_matches_pacgan():
     assert torch.allclose(ring.norm(dim=1), torch.ones(8))
     grid = data.grid_of_gaussians(1, seed=0).centres
     assert sorted(set(grid[:, 0].tolist())) == [-4, -2, 0, 2, 4]
+
+
+def test_bundled_cache_is_rebuilt_when_corrupt(monkeypatch, tmp_path):
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))
+    (tmp_path / "bundled_mnist_5k.npz").write_bytes(b"half a file")
+    data._bundled_arrays.cache_clear()
+    images, labels = data._bundled_arrays()
+    assert images.shape == (5000, 784) and images.dtype == np.uint8 and np.bincount(labels).tolist() == [500] * 10
+    with np.load(tmp_path / "bundled_mnist_5k.npz") as saved:
+        assert np.array_equal(saved["labels"], labels), "the cache was rewritten whole"
+    data._bundled_arrays.cache_clear()
