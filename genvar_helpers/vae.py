@@ -54,6 +54,20 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
     return torch.bernoulli(x, generator=generator)
 
 
+def random_shift(x: torch.Tensor, max_shift: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Data augmentation: move each image by a random whole number of pixels in [-max_shift, max_shift] per axis.
+
+    Whole-pixel moves keep strokes sharp (no interpolation blur); MNIST borders are empty, so rolling is a shift.
+    """
+    shifts = torch.randint(-max_shift, max_shift + 1, (len(x), 2), generator=generator)
+    out = x.clone()
+    for dy in range(-max_shift, max_shift + 1):
+        for dx in range(-max_shift, max_shift + 1):
+            chosen = (shifts[:, 0] == dy) & (shifts[:, 1] == dx)
+            out[chosen] = torch.roll(x[chosen], shifts=(dy, dx), dims=(2, 3))
+    return out
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -197,6 +211,8 @@ def train_vae(
     lr: float = 1e-3,
     weight_decay: float = 0.0,
     warmup_epochs: int = 0,
+    beta: float = 1.0,
+    augment: int = 0,
     cosine_lr: bool = True,
     patience: int | None = None,
     seed: int = 0,
@@ -204,11 +220,13 @@ def train_vae(
 ) -> dict[str, list[float]]:
     """Train by minimising the negative ELBO with Adam(W) on dynamically binarised batches.
 
-    - KL warm-up: beta rises linearly from 0 to 1 over `warmup_epochs` (0: no warm-up).
+    - KL weight: the loss is recon + beta * kl; beta = 1 is the negative ELBO (other values: a beta-VAE).
+    - Augmentation: `augment` > 0 shifts each training image by up to that many pixels (`random_shift`).
+    - KL warm-up: the KL weight rises linearly from 0 to `beta` over `warmup_epochs` (0: no warm-up).
     - LR schedule: cosine decay from `lr` to lr/20 over `epochs` when `cosine_lr`.
     - Validation: after each epoch the negative ELBO on `val_images` (fixed binarisation);
       the best epoch's weights are restored at the end, and training stops early when the
-      validation loss has not improved for `patience` epochs (only counted once beta = 1).
+      validation loss has not improved for `patience` epochs (counted after the warm-up).
     Returns the history: per-epoch means of the training loss, recon, kl, beta, lr, and val.
     """
     device = model.device
@@ -228,9 +246,10 @@ def train_vae(
         sums = np.zeros(3)
         order = torch.randperm(len(data), generator=generator)
         for i in range(steps_per_epoch):
-            beta = min(1.0, (step + 1) / (warmup_epochs * steps_per_epoch)) if warmup_epochs > 0 else 1.0
-            x = binarize(data[order[i * batch_size : (i + 1) * batch_size]], generator).to(device)
-            loss, recon, kl = _loss_of(model, x, beta)
+            ramp = min(1.0, (step + 1) / (warmup_epochs * steps_per_epoch)) if warmup_epochs > 0 else 1.0
+            x = data[order[i * batch_size : (i + 1) * batch_size]]
+            x = binarize(random_shift(x, augment, generator) if augment else x, generator).to(device)
+            loss, recon, kl = _loss_of(model, x, ramp * beta)
             check_finite(loss, step)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -241,14 +260,14 @@ def train_vae(
             step += 1
         for key, value in zip(("loss", "recon", "kl"), sums / steps_per_epoch, strict=True):
             history[key].append(float(value))
-        history["beta"].append(beta)
+        history["beta"].append(ramp * beta)
         history["lr"].append(optimiser.param_groups[0]["lr"])
         postfix = {"loss": f"{history['loss'][-1]:.1f}", "kl": f"{history['kl'][-1]:.1f}"}
         if val_images is not None:
             val = evaluate_elbo(model, val_images)["neg_elbo"]
             history["val"].append(val)
             postfix["val"] = f"{val:.1f}"
-            if beta >= 1.0:  # compare only true ELBOs
+            if ramp >= 1.0:  # compare only epochs after the warm-up
                 if val < best:
                     best, best_state, bad_epochs = val, copy.deepcopy(model.state_dict()), 0
                 else:

@@ -149,3 +149,11 @@ def test_committed_checkpoint_loads_and_samples(name):
     samples = model.sample(6)
     assert samples.shape == (6, 1, 28, 28) and samples.min() >= 0 and samples.max() <= 1
     assert path.stat().st_size < 5_000_000, "checkpoints stay under 5 MB"
+
+
+def test_random_shift_moves_whole_pixels():
+    x = _images(32)
+    shifted = vae.random_shift(x, 1, torch.Generator().manual_seed(0))
+    assert shifted.shape == x.shape and torch.allclose(shifted.sum((1, 2, 3)), x.sum((1, 2, 3)))
+    assert set(shifted.unique().tolist()) <= set(x.unique().tolist()), "no interpolation: grey levels are kept"
+    assert not torch.equal(shifted, x) and torch.equal(vae.random_shift(x, 0), x)
