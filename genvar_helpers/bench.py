@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(format_report(results))
         return results
     device = get_device(args.device)
-    budget, n_eval, iwae_k, feed_steps = (3_000, 250, 10, 20) if args.quick else (60_000, 1000, 1000, 100)
+    budget, n_eval, iwae_k, feed_steps = (2_000, 200, 10, 20) if args.quick else (60_000, 1000, 1000, 100)
     started = time.perf_counter()
     results: dict[str, Any] = {
         "command": "python -m genvar_helpers.bench" + (" --quick" if args.quick else ""),

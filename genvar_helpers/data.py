@@ -45,6 +45,9 @@ class MNISTDownloadError(RuntimeError):
     """No mirror delivered a verified copy of an MNIST file."""
 
 
+_UNREACHABLE: dict[tuple[tuple[str, ...], str], MNISTDownloadError] = {}
+
+
 @dataclass
 class MNISTData:
     """Images as float32 (n, 1, 28, 28) in [0, 1], integer labels, and where they came from."""
@@ -111,9 +114,10 @@ def parse_idx(path: str | Path) -> np.ndarray:
 
 
 def _load_full(split: str, folder: Path) -> MNISTData:
+    # Fetch all four files whichever split is asked for, so train and test always come from the same source.
+    paths = {name: _fetch(name, folder) for names in MNIST_FILES.values() for name in names.values()}
     files = MNIST_FILES[split]
-    images = parse_idx(_fetch(files["images"], folder))
-    labels = parse_idx(_fetch(files["labels"], folder))
+    images, labels = parse_idx(paths[files["images"]]), parse_idx(paths[files["labels"]])
     n = EXPECTED_COUNT[split]
     if images.shape != (n, 28, 28) or labels.shape != (n,):
         raise ValueError(f"MNIST {split} has shapes {images.shape} / {labels.shape}, expected ({n}, 28, 28) / ({n},)")
@@ -185,9 +189,13 @@ def load_mnist(split: str = "train", source: str = "auto", *, verbose: bool = Tr
     elif source == "full":
         data = _load_full(split, cache_dir())
     else:
+        attempt = (tuple(MNIST_MIRRORS), str(cache_dir()))
         try:
+            if attempt in _UNREACHABLE:  # failed before in this session: do not wait on the network again
+                raise _UNREACHABLE[attempt]
             data = _load_full(split, cache_dir())
         except MNISTDownloadError as err:
+            _UNREACHABLE[attempt] = err
             if verbose:
                 reason = ", ".join(sorted({ln.split(":")[2].strip() for ln in str(err).splitlines()[1:]}))
                 print(

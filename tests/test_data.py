@@ -97,9 +97,11 @@ def test_full_download_parses_and_is_cached(mirror, files, capsys):
     assert first.images.dtype == torch.float32 and 0 <= first.images.min() and first.images.max() <= 1
     raw = np.frombuffer(gzip.decompress(files["train-images-idx3-ubyte.gz"])[16:], np.uint8)
     assert torch.equal(first.images.flatten(), torch.from_numpy(raw.astype(np.float32) / 255))
-    assert sorted(mirror.requests) == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+    assert sorted(mirror.requests) == sorted(files), "the four files are fetched together, each once"
     second = data.load_mnist("train", source="full")
-    assert len(mirror.requests) == 2, "a second call must read the cache, not the network"
+    test = data.load_mnist("test", source="full")
+    assert len(mirror.requests) == 4, "later calls read the cache, not the network"
+    assert len(test) == N_TEST
     assert torch.equal(first.labels, second.labels)
     assert "from the full source" in capsys.readouterr().out
 
