@@ -62,6 +62,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any] | N
     try:
         torch.save(payload, tmp_name)
         torch.load(tmp_name, map_location="cpu", weights_only=True)  # verify it reads back
+        os.chmod(tmp_name, 0o644)  # mkstemp makes owner-only files; a checkpoint is for everyone to read
         os.replace(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):
