@@ -142,7 +142,7 @@ def _mlp(sizes: Sequence[int], dropout: float) -> nn.Sequential:
 class ConvVAE(VAE):
     """Convolutional VAE: two stride-2 convolutions (28 -> 14 -> 7) and two transposed convolutions back."""
 
-    def __init__(self, latent_dim: int = 20, channels: int = 32, hidden: int = 256, dropout: float = 0.0) -> None:
+    def __init__(self, latent_dim: int = 20, channels: int = 32, hidden: int = 128, dropout: float = 0.0) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         self.config = {"latent_dim": latent_dim, "channels": channels, "hidden": hidden, "dropout": dropout}
