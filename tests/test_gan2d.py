@@ -72,8 +72,17 @@ def test_short_training_run_is_finite_and_snapshots():
     torch.manual_seed(0)
     data = ring_of_gaussians(512, seed=0)
     G, D = Generator2D(hidden=16, depth=2), Discriminator2D(hidden=16, depth=2, pack=2)
-    run = train_gan_2d(G, D, data.samples, steps=20, batch_size=32, snapshot_steps=[0, 10, 20], n_snapshot=50,
-                       lr_end=1e-4, progress=False)
+    run = train_gan_2d(
+        G,
+        D,
+        data.samples,
+        steps=20,
+        batch_size=32,
+        snapshot_steps=[0, 10, 20],
+        n_snapshot=50,
+        lr_end=1e-4,
+        progress=False,
+    )
     assert set(run.history) == {"loss_d", "loss_g", "d_real", "d_fake"}
     assert all(len(v) == 20 and all(math.isfinite(x) for x in v) for v in run.history.values())
     assert sorted(run.snapshots) == [0, 10, 20]
@@ -87,8 +96,9 @@ def test_training_is_seeded():
     for _ in range(2):
         torch.manual_seed(0)
         G, D = Generator2D(hidden=8, depth=1), Discriminator2D(hidden=8, depth=1)
-        runs.append(train_gan_2d(G, D, data.samples, steps=5, batch_size=16, snapshot_steps=[5], seed=3,
-                                 progress=False))
+        runs.append(
+            train_gan_2d(G, D, data.samples, steps=5, batch_size=16, snapshot_steps=[5], seed=3, progress=False)
+        )
     assert runs[0].history == runs[1].history
 
 
