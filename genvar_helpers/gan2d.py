@@ -17,31 +17,11 @@ from tqdm.auto import tqdm
 from .runtime import check_finite
 
 
-class Maxout(nn.Module):
-    """A linear layer with `pieces` outputs per unit, of which each unit keeps the largest (Goodfellow et al. 2013)."""
-
-    def __init__(self, d_in: int, d_out: int, pieces: int) -> None:
-        super().__init__()
-        self.pieces = pieces
-        self.linear = nn.Linear(d_in, d_out * pieces)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x).unflatten(-1, (-1, self.pieces)).amax(dim=-1)
-
-
-def mlp(d_in: int, d_out: int, hidden: int, depth: int, maxout: int = 1, batch_norm: bool = False) -> nn.Sequential:
-    """`depth` hidden layers of `hidden` units, then a linear output layer.
-
-    Units are ReLU, or maxout with `maxout` pieces when `maxout > 1`; `batch_norm` adds BatchNorm before each ReLU.
-    """
+def mlp(d_in: int, d_out: int, hidden: int, depth: int) -> nn.Sequential:
+    """`depth` hidden layers of `hidden` ReLU units, then a linear output layer."""
     layers: list[nn.Module] = []
     for i in range(depth):
-        width_in = d_in if i == 0 else hidden
-        if maxout > 1:
-            layers.append(Maxout(width_in, hidden, maxout))
-        else:
-            layers.append(nn.Linear(width_in, hidden))
-            layers += [nn.BatchNorm1d(hidden), nn.ReLU()] if batch_norm else [nn.ReLU()]
+        layers += [nn.Linear(d_in if i == 0 else hidden, hidden), nn.ReLU()]
     layers.append(nn.Linear(hidden if depth > 0 else d_in, d_out))
     return nn.Sequential(*layers)
 
@@ -49,11 +29,11 @@ def mlp(d_in: int, d_out: int, hidden: int, depth: int, maxout: int = 1, batch_n
 class Generator2D(nn.Module):
     """G_theta: z ~ N(0, I) in R^latent_dim -> x in R^2, an MLP with a linear output (no tanh: data is unbounded)."""
 
-    def __init__(self, latent_dim: int = 2, hidden: int = 128, depth: int = 3, batch_norm: bool = False) -> None:
+    def __init__(self, latent_dim: int = 2, hidden: int = 128, depth: int = 3) -> None:
         super().__init__()
-        self.config = {"latent_dim": latent_dim, "hidden": hidden, "depth": depth, "batch_norm": batch_norm}
+        self.config = {"latent_dim": latent_dim, "hidden": hidden, "depth": depth}
         self.latent_dim = latent_dim
-        self.net = mlp(latent_dim, 2, hidden, depth, batch_norm=batch_norm)
+        self.net = mlp(latent_dim, 2, hidden, depth)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
@@ -83,16 +63,14 @@ class Discriminator2D(nn.Module):
     packs in the batch, so D can also see how spread out a whole batch is.
     """
 
-    def __init__(
-        self, hidden: int = 128, depth: int = 3, pack: int = 1, maxout: int = 1, minibatch_std: bool = False
-    ) -> None:
+    def __init__(self, hidden: int = 128, depth: int = 3, pack: int = 1, minibatch_std: bool = False) -> None:
         super().__init__()
         if pack < 1:
             raise ValueError(f"pack must be >= 1; got {pack}")
-        self.config = {"hidden": hidden, "depth": depth, "pack": pack, "maxout": maxout, "minibatch_std": minibatch_std}
+        self.config = {"hidden": hidden, "depth": depth, "pack": pack, "minibatch_std": minibatch_std}
         self.pack = pack
         self.minibatch_std = minibatch_std
-        self.net = mlp(2 * pack + int(minibatch_std), 1, hidden, depth, maxout=maxout)
+        self.net = mlp(2 * pack + int(minibatch_std), 1, hidden, depth)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (n, 2) with n divisible by pack -> logits (n // pack,)."""
@@ -120,7 +98,6 @@ def train_gan_2d(
     batch_size: int = 256,
     lr: float = 1e-3,
     lr_end: float | None = None,
-    instance_noise: float = 0.0,
     betas: tuple[float, float] = (0.5, 0.999),
     snapshot_steps: list[int] | None = None,
     n_snapshot: int = 1000,
@@ -132,8 +109,6 @@ def train_gan_2d(
     `data` is an (N, 2) tensor of real points; each step draws `batch_size` of them at random.
     `lr_end`, if given, decays both learning rates linearly from `lr` to `lr_end` over the run
     (late small steps let G settle on the narrow modes instead of circling around them).
-    `instance_noise` > 0 adds N(0, sigma^2) noise to every input of D, real and generated, with sigma falling
-    linearly from `instance_noise` to 0 at 3/4 of the run (coarse-to-fine: blurred modes first, sharp ones last).
     `snapshot_steps` (default: 10 evenly spaced, 0 and `steps` included) are the steps at which
     `n_snapshot` generator samples, always from the same z, are stored.
     """
@@ -163,10 +138,6 @@ def train_gan_2d(
     for step in tqdm(range(1, steps + 1), desc="GAN 2D", disable=not progress, mininterval=1.0):
         real = data[torch.randint(len(data), (batch_size,), device=device)]
         fake = G(torch.randn(batch_size, G.latent_dim, device=device))
-        sigma = instance_noise * max(0.0, 1.0 - step / (0.75 * steps))
-        if sigma > 0:
-            real = real + sigma * torch.randn_like(real)
-            fake = fake + sigma * torch.randn_like(fake)
         # Discriminator: real packs -> 1, generated packs -> 0 (fake detached: no gradient into G here).
         logit_real, logit_fake = D(real), D(fake.detach())
         loss_d = F.binary_cross_entropy_with_logits(logit_real, ones) + F.binary_cross_entropy_with_logits(
