@@ -21,6 +21,7 @@ from genvar_helpers.metrics import (
     load_classifier,
     mode_metrics,
     precision_recall,
+    random_affine,
     real_floor,
 )
 
@@ -124,6 +125,13 @@ def test_shipped_classifier_reproduces_its_stated_accuracy(classifier, test_digi
     assert abs(acc - classifier.meta["test_accuracy"]) <= 0.002, "the checkpoint's meta states the accuracy it has"
     assert CLASSIFIER_PATH.stat().st_size < 500_000, "weights stay small"
     assert classifier.features(test_digits.images[:4]).shape == (4, classifier.config["widths"][-1])
+
+
+def test_random_affine_keeps_range_and_is_seeded(test_digits) -> None:
+    x = test_digits.images[:64]
+    a, b = random_affine(x, torch.Generator().manual_seed(0)), random_affine(x, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b) and not torch.allclose(a, x, atol=0.05)
 
 
 def test_class_coverage_real_digits_vs_one_class(classifier, test_digits) -> None:
