@@ -85,8 +85,9 @@ class MinibatchStd(nn.Module):
     """
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """(n, c) or (n, c, height, width) -> one more channel holding the batch-variety number."""
         std = h.float().std(dim=0, unbiased=False).mean().to(h.dtype)
-        return torch.cat([h, std.expand(h.shape[0], 1)], dim=1)
+        return torch.cat([h, std.expand(h.shape[0], 1, *h.shape[2:])], dim=1)
 
 
 class MLPDiscriminator(nn.Module):
@@ -145,23 +146,27 @@ class DCGANGenerator(Generator):
 
 
 class DCGANDiscriminator(nn.Module):
-    """28x28 -> 14x14 -> 7x7 by strided convolutions (LeakyReLU 0.2, BatchNorm but not on the input) -> one logit."""
+    """28x28 -> 14x14 -> 7x7 by strided convolutions (LeakyReLU 0.2, BatchNorm but not on the input) -> one logit.
 
-    def __init__(self, ndf: int = 32) -> None:
+    `minibatch_std=True` adds the batch-variety channel (`MinibatchStd`) before the last layer.
+    """
+
+    def __init__(self, ndf: int = 32, minibatch_std: bool = False) -> None:
         super().__init__()
-        self.config = {"ndf": ndf}
+        self.config = {"ndf": ndf, "minibatch_std": minibatch_std}
         self.net = nn.Sequential(
             nn.Conv2d(1, ndf, 4, 2, 1),  # 28 -> 14, no BatchNorm on the input layer
             nn.LeakyReLU(0.2),
             nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False),  # 14 -> 7
             nn.BatchNorm2d(ndf * 2),
             nn.LeakyReLU(0.2),
-            nn.Conv2d(ndf * 2, 1, 7, 1, 0),  # 7x7 -> one logit
         )
+        self.minibatch_std = MinibatchStd() if minibatch_std else nn.Identity()
+        self.head = nn.Conv2d(ndf * 2 + int(minibatch_std), 1, 7, 1, 0)  # 7x7 -> one logit
         self.apply(dcgan_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten()
+        return self.head(self.minibatch_std(self.net(x))).flatten()
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_target: float = 1.0) -> torch.Tensor:

@@ -16,6 +16,7 @@ DISCRIMINATORS = [
     lambda: gan.MLPDiscriminator(hidden=(64, 32)),
     lambda: gan.MLPDiscriminator(hidden=(64, 32), dropout=0.0, minibatch_std=False),
     lambda: gan.DCGANDiscriminator(ndf=8),
+    lambda: gan.DCGANDiscriminator(ndf=8, minibatch_std=True),
 ]
 
 
