@@ -7,7 +7,8 @@ Conventions (details in each function):
 - Likelihoods: dynamic binarisation (each pixel drawn from Bernoulli(intensity), fixed seed), Bernoulli decoder,
   nats per image; bits/dim = nats / (D ln 2), D = 784 for MNIST.
 - Samples: features and predictions of `MnistClassifier`, a small CNN shipped in weights/mnist_classifier.pt.
-  Frechet distances are reported beside the real-vs-real floor at the same sample size.
+  A digit class is *present* when it gets at least 2% of the samples (a fifth of its uniform share). Frechet
+  distances are reported beside the real-vs-real floor at the same sample size; precision/recall use k = 3.
 
 Regenerate the classifier (bundled train split only, a few minutes on a CPU; OMP_NUM_THREADS=1 helps on a busy
 machine): `python -m genvar_helpers.metrics --train-classifier [--epochs 30] [--seed 0]`.
