@@ -29,6 +29,7 @@ RESULTS = {
     ],
     "data_feeding": {"steps": 20, "dataloader_images_per_s": 100.0, "on_device_images_per_s": 150.0, "speedup": 1.5},
     "notebooks_quick_s": {"00_setup_and_tour.ipynb": 12.3},
+    "notebooks_committed_full_s": {"00_setup_and_tour.ipynb": 20.0, "01_gan_value_function.ipynb": None},
 }
 
 
@@ -47,7 +48,8 @@ def test_report_holds_every_figure():
     for text in (
         "| vae_mlp | 1234 | 3 | 10/10 | 0.010 | 5.00 (1.00) | 0.50 | 0.90 | 99.5 (k=10) |",
         "ratio 1.50x",
-        "| 00_setup_and_tour.ipynb | 12 |",
+        "| 00_setup_and_tour.ipynb | 12 | 20 |",
+        "| 01_gan_value_function.ipynb | — | — |",
         "python -m genvar_helpers.bench --quick",
         "bundled MNIST",
     ):
@@ -64,3 +66,20 @@ def test_update_readme_replaces_only_between_markers(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
         bench.update_readme(RESULTS, readme)
+
+
+def test_committed_run_times_read_cell_timestamps(tmp_path):
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    for start, end in (
+        ("2026-01-01T00:00:00Z", "2026-01-01T00:00:05Z"),
+        ("2026-01-01T00:00:06Z", "2026-01-01T00:01:10Z"),
+    ):
+        cell = nbformat.v4.new_code_cell("1")
+        cell.metadata["execution"] = {"iopub.execute_input": start, "shell.execute_reply": end}
+        notebook.cells.append(cell)
+    timed, untimed = tmp_path / "10_a.ipynb", tmp_path / "11_b.ipynb"
+    nbformat.write(notebook, timed)
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]), untimed)
+    assert bench.committed_run_times([timed, untimed]) == {"10_a.ipynb": 70.0, "11_b.ipynb": None}
