@@ -16,6 +16,7 @@ from genvar_helpers.gan2d import (
     Generator2D,
     draw_snapshot,
     pack_samples,
+    r1_penalty,
     snapshot_grid,
     train_gan_2d,
 )
@@ -88,6 +89,39 @@ def test_short_training_run_is_finite_and_snapshots():
     assert sorted(run.snapshots) == [0, 10, 20]
     assert all(s.shape == (50, 2) for s in run.snapshots.values())
     assert not torch.equal(run.snapshots[0], run.snapshots[20]), "training changed the generator"
+
+
+def test_r1_penalty_of_a_linear_discriminator_is_its_squared_weight_norm():
+    D = Discriminator2D(hidden=8, depth=0)  # a single linear layer: grad_x D(x) = w everywhere
+    x = torch.randn(10, 2, requires_grad=True)
+    expected = D.net[0].weight.pow(2).sum()
+    assert torch.allclose(r1_penalty(D(x), x), expected)
+    packed = Discriminator2D(hidden=8, depth=0, pack=2)  # one decision per pack of 2: its gradient spans 4 inputs
+    assert torch.allclose(r1_penalty(packed(x), x), packed.net[0].weight.pow(2).sum())
+    with torch.no_grad():
+        D.net[0].weight.zero_()
+    assert r1_penalty(D(x), x).item() == 0.0, "a flat discriminator has zero penalty"
+    # the penalty is differentiable in D's weights (create_graph): its gradient is 2 w
+    D2 = Discriminator2D(hidden=8, depth=0)
+    r1_penalty(D2(x), x).backward()
+    assert torch.allclose(D2.net[0].weight.grad, 2 * D2.net[0].weight)
+
+
+def test_r1_weight_changes_training_and_is_logged():
+    data = ring_of_gaussians(256, seed=0)
+    runs = {}
+    for gamma in (0.0, 10.0):
+        torch.manual_seed(0)
+        G, D = Generator2D(hidden=8, depth=1), Discriminator2D(hidden=8, depth=1)
+        runs[gamma] = train_gan_2d(
+            G, D, data.samples, steps=5, batch_size=16, snapshot_steps=[5], r1_weight=gamma, progress=False
+        )
+    assert "r1" not in runs[0.0].history
+    assert len(runs[10.0].history["r1"]) == 5 and all(v >= 0 and math.isfinite(v) for v in runs[10.0].history["r1"])
+    assert runs[0.0].history["loss_d"][0] < runs[10.0].history["loss_d"][0], "the penalty is added to D's loss"
+    assert not torch.equal(runs[0.0].snapshots[5], runs[10.0].snapshots[5]), "the penalty changes training"
+    with pytest.raises(ValueError, match="r1_weight"):
+        train_gan_2d(G, D, data.samples, steps=1, batch_size=16, r1_weight=-1.0, progress=False)
 
 
 def test_training_is_seeded():
