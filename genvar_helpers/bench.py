@@ -14,6 +14,7 @@ to a JSON file; `--readme` turns that JSON into README.md's results table.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -108,7 +109,7 @@ def bench_data_feeding(steps: int, device: torch.device) -> dict[str, Any]:
         if route == "dataloader":
             batches: Any = ((x.to(device), y.to(device)) for x, y in _cycle(make_dataloader(train, 64)))
         else:
-            batches = TensorBatches(train.images, train.labels, batch_size=64, device=device)
+            batches = _cycle(TensorBatches(train.images, train.labels, batch_size=64, device=device))
         run = gan.train_gan(generator, discriminator, _Limited(batches, steps), steps=steps, progress=False)
         timings[route] = run.images_per_second
     return {
@@ -125,7 +126,7 @@ def _cycle(loader: Any) -> Any:
 
 
 class _Limited:
-    """An iterable that yields `steps` items of another iterable (which may be infinite)."""
+    """The first `steps` items of an endless iterable, with a len() so train_gan can count them."""
 
     def __init__(self, source: Any, steps: int) -> None:
         self.source, self.steps = source, steps
@@ -134,10 +135,7 @@ class _Limited:
         return self.steps
 
     def __iter__(self) -> Any:
-        for i, item in enumerate(self.source if not hasattr(self.source, "tensors") else _cycle(self.source)):
-            if i >= self.steps:
-                return
-            yield item
+        return itertools.islice(self.source, self.steps)
 
 
 def bench_notebooks(notebooks: list[Path], timeout: int = 600) -> dict[str, float]:
