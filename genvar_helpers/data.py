@@ -42,7 +42,11 @@ pooch.get_logger().setLevel("WARNING")  # one line of our own says which data is
 
 
 class MNISTDownloadError(RuntimeError):
-    """No mirror delivered a verified copy of an MNIST file."""
+    """No mirror delivered a verified copy of an MNIST file; `reasons` names each mirror's error type."""
+
+    def __init__(self, message: str, reasons: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.reasons = reasons
 
 
 _UNREACHABLE: dict[tuple[tuple[str, ...], str], MNISTDownloadError] = {}
@@ -71,7 +75,7 @@ def cache_dir() -> Path:
 
 def _fetch(file_name: str, folder: Path) -> Path:
     """Download one file from the first mirror that gives a copy with the pinned SHA-256 (pooch writes atomically)."""
-    failures = []
+    failures, reasons = [], []
     for mirror in MNIST_MIRRORS:
         try:
             path = pooch.retrieve(
@@ -84,9 +88,11 @@ def _fetch(file_name: str, folder: Path) -> Path:
             return Path(path)
         except Exception as err:  # network error, HTTP error or hash mismatch: try the next mirror
             failures.append(f"{mirror}: {type(err).__name__}: {str(err).splitlines()[0][:160]}")
+            reasons.append(type(err).__name__)
     raise MNISTDownloadError(
         f"could not download {file_name} from any of {len(MNIST_MIRRORS)} mirrors and no cached copy in {folder}:\n  "
-        + "\n  ".join(failures)
+        + "\n  ".join(failures),
+        reasons=tuple(reasons),
     )
 
 
@@ -199,7 +205,7 @@ def load_mnist(split: str = "train", source: str = "auto", *, verbose: bool = Tr
         except MNISTDownloadError as err:
             _UNREACHABLE[attempt] = err
             if verbose:
-                reason = ", ".join(sorted({ln.split(":")[2].strip() for ln in str(err).splitlines()[1:]}))
+                reason = ", ".join(sorted(set(err.reasons))) or "no mirror answered"
                 print(
                     f"MNIST: full download failed ({reason}); using the bundled 5,000-digit subset "
                     f"({split}: {'4,500' if split == 'train' else '500'} digits). Pass source='full' to fail instead."

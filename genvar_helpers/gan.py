@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .gan2d import r1_penalty
 from .runtime import check_finite
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -149,21 +150,26 @@ class DCGANDiscriminator(nn.Module):
     """28x28 -> 14x14 -> 7x7 by strided convolutions (LeakyReLU 0.2, BatchNorm but not on the input) -> one logit.
 
     `minibatch_std=True` adds the batch-variety channel (`MinibatchStd`) before the last layer.
+    `spectral_norm=True` replaces BatchNorm by spectral normalisation of every convolution
+    (Miyato et al. 2018): each layer's largest singular value is held at 1, so D stays smooth.
     """
 
-    def __init__(self, ndf: int = 32, minibatch_std: bool = False) -> None:
+    def __init__(self, ndf: int = 32, minibatch_std: bool = False, spectral_norm: bool = False) -> None:
         super().__init__()
-        self.config = {"ndf": ndf, "minibatch_std": minibatch_std}
+        self.config = {"ndf": ndf, "minibatch_std": minibatch_std, "spectral_norm": spectral_norm}
         self.net = nn.Sequential(
             nn.Conv2d(1, ndf, 4, 2, 1),  # 28 -> 14, no BatchNorm on the input layer
             nn.LeakyReLU(0.2),
             nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False),  # 14 -> 7
-            nn.BatchNorm2d(ndf * 2),
+            nn.Identity() if spectral_norm else nn.BatchNorm2d(ndf * 2),
             nn.LeakyReLU(0.2),
         )
         self.minibatch_std = MinibatchStd() if minibatch_std else nn.Identity()
         self.head = nn.Conv2d(ndf * 2 + int(minibatch_std), 1, 7, 1, 0)  # 7x7 -> one logit
-        self.apply(dcgan_init)
+        self.apply(dcgan_init)  # before spectral_norm, which turns `weight` into a computed attribute
+        if spectral_norm:
+            for conv in (self.net[0], self.net[2], self.head):
+                nn.utils.parametrizations.spectral_norm(conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.minibatch_std(self.net(x))).flatten()
@@ -242,6 +248,8 @@ def train_gan(
     augment: Augment | None = None,
     real_target: float = 1.0,
     instance_noise: float = 0.0,
+    r1_weight: float = 0.0,
+    lr_decay: bool = False,
     ema_decay: float | None = None,
     snapshot_every: int = 0,
     fixed_z: torch.Tensor | None = None,
@@ -254,12 +262,16 @@ def train_gan(
 
     Give `epochs` or `steps`. `lr_d` defaults to `lr`. `augment` (e.g. `diff_augment`)
     is applied to every input of D, real and fake. `instance_noise` is the std of
-    Gaussian noise added to D's inputs, annealed linearly to 0. `ema_decay` keeps an
+    Gaussian noise added to D's inputs, annealed linearly to 0. `r1_weight` (gamma) adds
+    gamma / 2 times the R1 penalty on real inputs to D's loss (history gains "r1").
+    `lr_decay` lowers both learning rates linearly to 0 at the last step. `ema_decay` keeps an
     exponential moving average of G's weights. `amp` (mixed precision) and `compile`
     (`torch.compile`) act only on CUDA; elsewhere they are switched off, with a message.
     """
     if (epochs is None) == (steps is None):
         raise ValueError("give exactly one of `epochs` or `steps`")
+    if r1_weight < 0:
+        raise ValueError(f"r1_weight must be >= 0; got {r1_weight}")
     device = generator.device
     use_amp, use_compile = amp and device.type == "cuda", compile and device.type == "cuda"
     if (amp and not use_amp) or (compile and not use_compile):
@@ -273,6 +285,7 @@ def train_gan(
 
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d or lr, betas=betas)
+    schedules = [torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1 - i / steps) for opt in (opt_g, opt_d)]
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
@@ -295,6 +308,8 @@ def train_gan(
             run.snapshots[step] = (ema or generator).sample(len(fixed_z), z=fixed_z).cpu()  # type: ignore[arg-type]
 
     history: dict[str, list[float]] = {"loss_D": [], "loss_G": [], "D(x)": [], "D(G(z))": []}
+    if r1_weight > 0:
+        history["r1"] = []
     stats: list[torch.Tensor] = []  # kept on the device, read once at the end (no sync per step)
     run = GANRun(history, generator_ema=ema)
     generator.train()
@@ -309,9 +324,13 @@ def train_gan(
             # Discriminator step: fakes are detached, so this step does not touch G.
             with autocast():
                 fake = g_fn(z)
-                real_logits = d_fn(d_input(real, step))
+                real_in = d_input(real, step).requires_grad_(r1_weight > 0)
+                real_logits = d_fn(real_in)
                 fake_logits = d_fn(d_input(fake.detach(), step))
                 loss_d = discriminator_loss(real_logits.float(), fake_logits.float(), real_target)
+            if r1_weight > 0:  # keep D flat on the real digits (Mescheder et al. 2018)
+                penalty = r1_penalty(real_logits.float(), real_in)
+                loss_d = loss_d + 0.5 * r1_weight * penalty
             check_finite(loss_d, step, "discriminator loss")
             opt_d.zero_grad(set_to_none=True)
             scaler.scale(loss_d).backward()
@@ -324,11 +343,15 @@ def train_gan(
             scaler.scale(loss_g).backward()
             scaler.step(opt_g)
             scaler.update()
+            if lr_decay:
+                for schedule in schedules:
+                    schedule.step()
             if ema is not None:
                 ema_update(ema, generator, ema_decay)  # type: ignore[arg-type]
             step += 1
             d_real, d_fake = torch.sigmoid(real_logits.detach().float()), torch.sigmoid(fake_logits.detach().float())
-            stats.append(torch.stack([loss_d.detach(), loss_g.detach(), d_real.mean(), d_fake.mean()]))
+            row = [loss_d.detach(), loss_g.detach(), d_real.mean(), d_fake.mean()]
+            stats.append(torch.stack(row + ([penalty.detach()] if r1_weight > 0 else [])))
             bar.update(1)
             if step % 50 == 0:
                 bar.set_postfix(loss_D=f"{loss_d.item():.3f}", loss_G=f"{loss_g.item():.3f}")

@@ -127,6 +127,7 @@ def test_dead_server_falls_back_under_auto_with_notice(mirror, monkeypatch, caps
     assert fallback.source == "bundled" and len(fallback) == 500
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "bundled" in out and "source='full'" in out
+    assert "(ConnectionError)" in out, "the notice names why the download failed"
 
 
 def test_dead_server_is_a_clear_error_under_full(mirror, monkeypatch):

@@ -118,6 +118,32 @@ def test_training_is_seeded_and_ema_differs():
     assert not any(p.requires_grad for p in g_ema.parameters())
 
 
+def test_spectral_norm_discriminator_has_unit_spectral_norms_and_no_batchnorm():
+    torch.manual_seed(0)
+    d = gan.DCGANDiscriminator(ndf=8, minibatch_std=True, spectral_norm=True)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in d.modules())
+    for _ in range(20):  # each training-mode forward pass runs one power iteration
+        d(torch.rand(4, 1, 28, 28))
+    for conv in (d.net[0], d.net[2], d.head):
+        sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2).item()
+        assert abs(sigma - 1) < 0.05, f"largest singular value {sigma:.3f}, expected 1"
+    original = d.net[2].parametrizations.weight.original
+    assert abs(original.std().item() - 0.02) < 0.005, "DCGAN init is applied before spectral normalisation"
+
+
+def test_r1_penalty_and_lr_decay():
+    g, d = gan.DCGANGenerator(latent_dim=8, ngf=4), gan.DCGANDiscriminator(ndf=4, spectral_norm=True)
+    run = gan.train_gan(g, d, toy_batches(), steps=4, r1_weight=1.0, lr_decay=True, progress=False)
+    assert len(run.history["r1"]) == 4 and all(v > 0 for v in run.history["r1"])
+    g2, d2 = gan.DCGANGenerator(latent_dim=8, ngf=4), gan.DCGANDiscriminator(ndf=4)
+    before = [p.detach().clone() for p in g2.parameters()]
+    gan.train_gan(g2, d2, toy_batches(), steps=1, lr_decay=True, progress=False)
+    moved = any(not torch.equal(a, b) for a, b in zip(before, g2.parameters(), strict=True))
+    assert moved, "the first step uses the full learning rate"
+    with pytest.raises(ValueError, match="r1_weight"):
+        gan.train_gan(g2, d2, toy_batches(), steps=1, r1_weight=-1.0, progress=False)
+
+
 def test_nan_guard_names_the_step():
     g, d = gan.MLPGenerator(latent_dim=8, hidden=(16,)), gan.MLPDiscriminator(hidden=(16,))
     with torch.no_grad():
