@@ -47,13 +47,14 @@ def _train_gan(name: str, budget: int, data: torch.Tensor, device: torch.device)
     seed_everything(0)
     if name == "gan_mlp":
         generator, discriminator = gan.MLPGenerator(), gan.MLPDiscriminator()
-    else:
-        generator, discriminator = gan.DCGANGenerator(), gan.DCGANDiscriminator()
+        options: dict[str, Any] = {"augment": gan.diff_augment}
+    else:  # notebook 05's recipe
+        generator = gan.DCGANGenerator()
+        discriminator = gan.DCGANDiscriminator(minibatch_std=True, spectral_norm=True)
+        options = {"augment": lambda x: gan.diff_augment(x, cutout=0), "lr_d": 4e-4}
     generator, discriminator = generator.to(device), discriminator.to(device)
     batches = TensorBatches(data, batch_size=64, device=device, seed=0)
-    run = gan.train_gan(
-        generator, discriminator, batches, steps=max(1, budget // 64), augment=gan.diff_augment, progress=False
-    )
+    run = gan.train_gan(generator, discriminator, batches, steps=max(1, budget // 64), progress=False, **options)
     return generator, run.seconds, run.images_per_second
 
 
