@@ -24,5 +24,12 @@ lint: $(VENV)/.installed-test
 	$(BIN)/python -m pip install --quiet ruff
 	$(BIN)/ruff check .
 
+# Re-execute one notebook in full mode, in place, with cell timings (bench reads them):
+#   make full-outputs NB=notebooks/05_dcgan.ipynb
+full-outputs: $(VENV)/.installed-dev
+	@test -n "$(NB)" || (echo "give the notebook: make full-outputs NB=notebooks/05_dcgan.ipynb" && false)
+	cd $(dir $(NB)) && GENVAR_QUICK= $(abspath $(BIN))/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.timeout=-1 $(notdir $(NB))
+
 clean:
 	rm -rf $(VENV) .pytest_cache
