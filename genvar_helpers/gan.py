@@ -87,7 +87,8 @@ class MinibatchStd(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """(n, c) or (n, c, height, width) -> one more channel holding the batch-variety number."""
-        std = h.float().std(dim=0, unbiased=False).mean().to(h.dtype)
+        # sqrt(var + eps), as in Karras et al.: a feature with no spread gives a finite gradient, also for R1.
+        std = (h.float().var(dim=0, unbiased=False) + 1e-8).sqrt().mean().to(h.dtype)
         return torch.cat([h, std.expand(h.shape[0], 1, *h.shape[2:])], dim=1)
 
 

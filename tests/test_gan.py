@@ -144,6 +144,18 @@ def test_r1_penalty_and_lr_decay():
         gan.train_gan(g2, d2, toy_batches(), steps=1, r1_weight=-1.0, progress=False)
 
 
+def test_minibatch_std_has_finite_gradients_when_a_feature_has_no_spread():
+    h = torch.randn(8, 3, 4, 4)
+    h[:, 0] = 1.0  # one channel identical across the batch: zero variance
+    h.requires_grad_(True)
+    out = gan.MinibatchStd()(h)
+    (grad,) = torch.autograd.grad(out[:, -1].sum(), h, create_graph=True)
+    (second,) = torch.autograd.grad(grad.pow(2).sum(), h)  # the double backward that R1 needs
+    assert torch.isfinite(grad).all() and torch.isfinite(second).all()
+    expected = (h.detach().var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
+    assert torch.allclose(out[0, -1], expected.expand(4, 4))
+
+
 def test_nan_guard_names_the_step():
     g, d = gan.MLPGenerator(latent_dim=8, hidden=(16,)), gan.MLPDiscriminator(hidden=(16,))
     with torch.no_grad():
