@@ -250,7 +250,6 @@ def train_gan(
     real_target: float = 1.0,
     instance_noise: float = 0.0,
     r1_weight: float = 0.0,
-    lr_decay: bool = False,
     ema_decay: float | None = None,
     snapshot_every: int = 0,
     fixed_z: torch.Tensor | None = None,
@@ -264,8 +263,7 @@ def train_gan(
     Give `epochs` or `steps`. `lr_d` defaults to `lr`. `augment` (e.g. `diff_augment`)
     is applied to every input of D, real and fake. `instance_noise` is the std of
     Gaussian noise added to D's inputs, annealed linearly to 0. `r1_weight` (gamma) adds
-    gamma / 2 times the R1 penalty on real inputs to D's loss (history gains "r1").
-    `lr_decay` lowers both learning rates linearly to 0 at the last step. `ema_decay` keeps an
+    gamma / 2 times the R1 penalty on real inputs to D's loss (history gains "r1"). `ema_decay` keeps an
     exponential moving average of G's weights. `amp` (mixed precision) and `compile`
     (`torch.compile`) act only on CUDA; elsewhere they are switched off, with a message.
     """
@@ -286,7 +284,6 @@ def train_gan(
 
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d or lr, betas=betas)
-    schedules = [torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1 - i / steps) for opt in (opt_g, opt_d)]
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
@@ -344,9 +341,6 @@ def train_gan(
             scaler.scale(loss_g).backward()
             scaler.step(opt_g)
             scaler.update()
-            if lr_decay:
-                for schedule in schedules:
-                    schedule.step()
             if ema is not None:
                 ema_update(ema, generator, ema_decay)  # type: ignore[arg-type]
             step += 1

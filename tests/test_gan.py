@@ -131,17 +131,12 @@ def test_spectral_norm_discriminator_has_unit_spectral_norms_and_no_batchnorm():
     assert abs(original.std().item() - 0.02) < 0.005, "DCGAN init is applied before spectral normalisation"
 
 
-def test_r1_penalty_and_lr_decay():
+def test_r1_penalty_is_logged_and_validated():
     g, d = gan.DCGANGenerator(latent_dim=8, ngf=4), gan.DCGANDiscriminator(ndf=4, spectral_norm=True)
-    run = gan.train_gan(g, d, toy_batches(), steps=4, r1_weight=1.0, lr_decay=True, progress=False)
+    run = gan.train_gan(g, d, toy_batches(), steps=4, r1_weight=1.0, progress=False)
     assert len(run.history["r1"]) == 4 and all(v > 0 for v in run.history["r1"])
-    g2, d2 = gan.DCGANGenerator(latent_dim=8, ngf=4), gan.DCGANDiscriminator(ndf=4)
-    before = [p.detach().clone() for p in g2.parameters()]
-    gan.train_gan(g2, d2, toy_batches(), steps=1, lr_decay=True, progress=False)
-    moved = any(not torch.equal(a, b) for a, b in zip(before, g2.parameters(), strict=True))
-    assert moved, "the first step uses the full learning rate"
     with pytest.raises(ValueError, match="r1_weight"):
-        gan.train_gan(g2, d2, toy_batches(), steps=1, r1_weight=-1.0, progress=False)
+        gan.train_gan(g, d, toy_batches(), steps=1, r1_weight=-1.0, progress=False)
 
 
 def test_minibatch_std_has_finite_gradients_when_a_feature_has_no_spread():
