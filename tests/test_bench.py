@@ -83,3 +83,37 @@ def test_committed_run_times_read_cell_timestamps(tmp_path):
     nbformat.write(notebook, timed)
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]), untimed)
     assert bench.committed_run_times([timed, untimed]) == {"10_a.ipynb": 70.0, "11_b.ipynb": None}
+
+
+def _calls_in_notebook(path, name):
+    """Keyword arguments of every call to `<module>.<name>(...)` in a notebook's code cells."""
+    import ast
+
+    import nbformat
+
+    found = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code" or f".{name}(" not in cell.source:
+            continue
+        code = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        for node in ast.walk(ast.parse(code)):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == name:
+                found.append({k.arg: k.value for k in node.keywords})
+    return found
+
+
+def test_benchmark_trains_notebook_05s_dcgan_recipe():
+    """The benchmark's DCGAN recipe is a copy of notebook 05's training cell; this keeps them equal."""
+    import ast
+
+    notebook = bench.ROOT / "notebooks" / "05_dcgan.ipynb"
+    (train,) = [kw for kw in _calls_in_notebook(notebook, "train_gan") if "lr_d" in kw]
+    for key, value in bench.DCGAN_TRAINING.items():
+        assert ast.literal_eval(train[key]) == value, f"notebook 05 trains with {key}={ast.unparse(train[key])}"
+    augment = train["augment"]
+    assert isinstance(augment, ast.Lambda) and isinstance(augment.body, ast.Call)
+    cutout = {k.arg: ast.literal_eval(k.value) for k in augment.body.keywords}.get("cutout", 0.5)
+    assert cutout == bench.DCGAN_AUGMENT_CUTOUT
+    trained = [kw for kw in _calls_in_notebook(notebook, "DCGANDiscriminator") if "minibatch_std" in kw]
+    assert trained, "notebook 05 builds its discriminator with minibatch_std=..."
+    assert {k: ast.literal_eval(v) for k, v in trained[-1].items()} == bench.DCGAN_DISCRIMINATOR
