@@ -33,8 +33,10 @@ from .data import TensorBatches, load_mnist, make_dataloader
 from .runtime import environment_report, get_device, seed_everything
 
 ROOT = Path(__file__).resolve().parent.parent
-# Notebook 05's DCGAN recipe (without its EMA generator: the benchmark scores the trained G itself).
-# tests/test_bench.py reads the notebook's training cell and holds the two equal.
+# The recipes of notebooks 04 (MLP GAN) and 05 (DCGAN), without their EMA generators: the benchmark
+# scores the trained G itself. tests/test_bench.py reads the notebooks' training cells and holds them equal.
+GAN_MLP_DISCRIMINATOR = {"dropout": 0.3, "minibatch_std": True}
+GAN_MLP_TRAINING = {"lr": 2e-4, "augment": None}
 DCGAN_DISCRIMINATOR = {"ndf": 32, "minibatch_std": True, "spectral_norm": True}
 DCGAN_TRAINING = {"lr": 2e-4, "lr_d": 4e-4}
 DCGAN_AUGMENT_CUTOUT = 0.0
@@ -51,9 +53,9 @@ def train_for_budget(name: str, budget: int, data: torch.Tensor, device: torch.d
 def _train_gan(name: str, budget: int, data: torch.Tensor, device: torch.device) -> tuple[Any, float, float]:
     seed_everything(0)
     if name == "gan_mlp":
-        generator, discriminator = gan.MLPGenerator(), gan.MLPDiscriminator()
-        options: dict[str, Any] = {"augment": gan.diff_augment}
-    else:  # notebook 05's recipe
+        generator, discriminator = gan.MLPGenerator(), gan.MLPDiscriminator(**GAN_MLP_DISCRIMINATOR)
+        options: dict[str, Any] = dict(GAN_MLP_TRAINING)
+    else:
         generator, discriminator = gan.DCGANGenerator(), gan.DCGANDiscriminator(**DCGAN_DISCRIMINATOR)
         options = {**DCGAN_TRAINING, "augment": _dcgan_augment}
     generator, discriminator = generator.to(device), discriminator.to(device)

@@ -117,3 +117,14 @@ def test_benchmark_trains_notebook_05s_dcgan_recipe():
     trained = [kw for kw in _calls_in_notebook(notebook, "DCGANDiscriminator") if "minibatch_std" in kw]
     assert trained, "notebook 05 builds its discriminator with minibatch_std=..."
     assert {k: ast.literal_eval(v) for k, v in trained[-1].items()} == bench.DCGAN_DISCRIMINATOR
+
+
+def test_benchmark_trains_notebook_04s_mlp_gan_recipe():
+    import ast
+
+    notebook = bench.ROOT / "notebooks" / "04_gan_mnist_mlp.ipynb"
+    (train,) = [kw for kw in _calls_in_notebook(notebook, "train_gan") if "snapshot_every" in kw]
+    for key, value in bench.GAN_MLP_TRAINING.items():
+        assert ast.literal_eval(train.get(key, ast.Constant(None))) == value, f"notebook 04 trains with {key}=..."
+    trained = [kw for kw in _calls_in_notebook(notebook, "MLPDiscriminator") if kw]
+    assert {k: ast.literal_eval(v) for k, v in trained[0].items()} == bench.GAN_MLP_DISCRIMINATOR
