@@ -102,29 +102,21 @@ def _calls_in_notebook(path, name):
     return found
 
 
-def test_benchmark_trains_notebook_05s_dcgan_recipe():
-    """The benchmark's DCGAN recipe is a copy of notebook 05's training cell; this keeps them equal."""
+@pytest.mark.parametrize(
+    ("notebook", "discriminator", "discriminator_options", "training_options"),
+    [
+        ("04_gan_mnist_mlp.ipynb", "MLPDiscriminator", bench.GAN_MLP_DISCRIMINATOR, bench.GAN_MLP_TRAINING),
+        ("05_dcgan.ipynb", "DCGANDiscriminator", bench.DCGAN_DISCRIMINATOR, bench.DCGAN_TRAINING),
+    ],
+)
+def test_benchmark_trains_the_notebooks_gan_recipes(notebook, discriminator, discriminator_options, training_options):
+    """The benchmark's GAN recipes copy the notebooks' training cells; this keeps each pair equal."""
     import ast
 
-    notebook = bench.ROOT / "notebooks" / "05_dcgan.ipynb"
-    (train,) = [kw for kw in _calls_in_notebook(notebook, "train_gan") if "lr_d" in kw]
-    for key, value in bench.DCGAN_TRAINING.items():
-        assert ast.literal_eval(train[key]) == value, f"notebook 05 trains with {key}={ast.unparse(train[key])}"
-    augment = train["augment"]
-    assert isinstance(augment, ast.Lambda) and isinstance(augment.body, ast.Call)
-    cutout = {k.arg: ast.literal_eval(k.value) for k in augment.body.keywords}.get("cutout", 0.5)
-    assert cutout == bench.DCGAN_AUGMENT_CUTOUT
-    trained = [kw for kw in _calls_in_notebook(notebook, "DCGANDiscriminator") if "minibatch_std" in kw]
-    assert trained, "notebook 05 builds its discriminator with minibatch_std=..."
-    assert {k: ast.literal_eval(v) for k, v in trained[-1].items()} == bench.DCGAN_DISCRIMINATOR
-
-
-def test_benchmark_trains_notebook_04s_mlp_gan_recipe():
-    import ast
-
-    notebook = bench.ROOT / "notebooks" / "04_gan_mnist_mlp.ipynb"
-    (train,) = [kw for kw in _calls_in_notebook(notebook, "train_gan") if "snapshot_every" in kw]
-    for key, value in bench.GAN_MLP_TRAINING.items():
-        assert ast.literal_eval(train.get(key, ast.Constant(None))) == value, f"notebook 04 trains with {key}=..."
-    trained = [kw for kw in _calls_in_notebook(notebook, "MLPDiscriminator") if kw]
-    assert {k: ast.literal_eval(v) for k, v in trained[0].items()} == bench.GAN_MLP_DISCRIMINATOR
+    path = bench.ROOT / "notebooks" / notebook
+    (train,) = [kw for kw in _calls_in_notebook(path, "train_gan") if "snapshot_every" in kw]
+    for key, value in training_options.items():
+        assert ast.literal_eval(train.get(key, ast.Constant(None))) == value, f"{notebook} trains with another {key}"
+    built = [kw for kw in _calls_in_notebook(path, discriminator) if "minibatch_std" in kw]
+    assert built, f"{notebook} builds its discriminator with minibatch_std=..."
+    assert {k: ast.literal_eval(v) for k, v in built[0].items()} == discriminator_options
