@@ -85,21 +85,21 @@ def test_committed_run_times_read_cell_timestamps(tmp_path):
     assert bench.committed_run_times([timed, untimed]) == {"10_a.ipynb": 70.0, "11_b.ipynb": None}
 
 
-def _calls_in_notebook(path, name):
-    """Keyword arguments of every call to `<module>.<name>(...)` in a notebook's code cells."""
+def _training_cell_calls(path):
+    """Keyword arguments of each `<module>.<name>(...)` call in the notebook cell that trains with snapshots."""
     import ast
 
     import nbformat
 
-    found = []
     for cell in nbformat.read(path, as_version=4).cells:
-        if cell.cell_type != "code" or f".{name}(" not in cell.source:
-            continue
-        code = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
-        for node in ast.walk(ast.parse(code)):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == name:
-                found.append({k.arg: k.value for k in node.keywords})
-    return found
+        if cell.cell_type == "code" and ".train_gan(" in cell.source and "snapshot_every" in cell.source:
+            code = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+            return {
+                node.func.attr: {k.arg: k.value for k in node.keywords}
+                for node in ast.walk(ast.parse(code))
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            }
+    raise AssertionError(f"{path.name} has no training cell")
 
 
 @pytest.mark.parametrize(
@@ -113,10 +113,9 @@ def test_benchmark_trains_the_notebooks_gan_recipes(notebook, discriminator, dis
     """The benchmark's GAN recipes copy the notebooks' training cells; this keeps each pair equal."""
     import ast
 
-    path = bench.ROOT / "notebooks" / notebook
-    (train,) = [kw for kw in _calls_in_notebook(path, "train_gan") if "snapshot_every" in kw]
-    for key, value in training_options.items():
-        assert ast.literal_eval(train.get(key, ast.Constant(None))) == value, f"{notebook} trains with another {key}"
-    built = [kw for kw in _calls_in_notebook(path, discriminator) if "minibatch_std" in kw]
-    assert built, f"{notebook} builds its discriminator with minibatch_std=..."
-    assert {k: ast.literal_eval(v) for k, v in built[0].items()} == discriminator_options
+    calls = _training_cell_calls(bench.ROOT / "notebooks" / notebook)
+    not_recipe = {"steps", "ema_decay", "snapshot_every", "fixed_z", "amp", "compile", "seed", "progress"}
+    training = {k: ast.literal_eval(v) for k, v in calls["train_gan"].items() if k not in not_recipe}
+    assert training == training_options, f"{notebook} trains with {training}"
+    built = {k: ast.literal_eval(v) for k, v in calls[discriminator].items()}
+    assert built == discriminator_options, f"{notebook} builds {discriminator}({built})"
