@@ -53,10 +53,10 @@ def _train_gan(name: str, budget: int, data: torch.Tensor, device: torch.device)
     seed_everything(0)
     if name == "gan_mlp":
         generator, discriminator = gan.MLPGenerator(), gan.MLPDiscriminator(**GAN_MLP_DISCRIMINATOR)
-        options: dict[str, Any] = dict(GAN_MLP_TRAINING)
+        options: dict[str, Any] = GAN_MLP_TRAINING
     else:
         generator, discriminator = gan.DCGANGenerator(), gan.DCGANDiscriminator(**DCGAN_DISCRIMINATOR)
-        options = dict(DCGAN_TRAINING)
+        options = DCGAN_TRAINING
     generator, discriminator = generator.to(device), discriminator.to(device)
     batches = TensorBatches(data, batch_size=64, device=device, seed=0)
     run = gan.train_gan(generator, discriminator, batches, steps=max(1, budget // 64), progress=False, **options)

@@ -1,5 +1,7 @@
 """The benchmark's pieces: a tiny training budget, the data-feeding comparison, the report and README rewrite."""
 
+import ast
+
 import pytest
 import torch
 
@@ -87,8 +89,6 @@ def test_committed_run_times_read_cell_timestamps(tmp_path):
 
 def _training_cell_calls(path):
     """Keyword arguments of each `<module>.<name>(...)` call in the notebook cell that trains with snapshots."""
-    import ast
-
     import nbformat
 
     for cell in nbformat.read(path, as_version=4).cells:
@@ -111,8 +111,6 @@ def _training_cell_calls(path):
 )
 def test_benchmark_trains_the_notebooks_gan_recipes(notebook, discriminator, discriminator_options, training_options):
     """The benchmark's GAN recipes copy the notebooks' training cells; this keeps each pair equal."""
-    import ast
-
     calls = _training_cell_calls(bench.ROOT / "notebooks" / notebook)
     not_recipe = {"steps", "ema_decay", "snapshot_every", "fixed_z", "amp", "compile", "seed", "progress"}
     training = {k: ast.literal_eval(v) for k, v in calls["train_gan"].items() if k not in not_recipe}
