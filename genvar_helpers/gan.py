@@ -1,4 +1,4 @@
-"""GANs on MNIST (notebooks 04 and 05): MLP and DCGAN models, the two losses, DiffAugment and one training loop.
+"""GANs on MNIST (notebooks 04 and 05): MLP and DCGAN models, the two losses, DiffAugment and the training loops.
 
 Conventions: generators map z ~ N(0, I) to images in [-1, 1] (tanh), so real
 data is rescaled from [0, 1] to [-1, 1] before the discriminator sees it.
@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import numbers
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .gan2d import r1_penalty
-from .runtime import check_finite
+from .runtime import SAMPLE_CHUNK, check_count, check_finite
 
 IMAGE_SHAPE = (1, 28, 28)
 Augment = Callable[[torch.Tensor], torch.Tensor]
@@ -49,12 +50,21 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
-        """n images (n, 1, 28, 28) in [0, 1] on the model's device; eval mode inside, previous mode restored."""
+        """n images (n, 1, 28, 28) in [0, 1] on the model's device; eval mode inside, previous mode restored.
+
+        `z` (n codes) fixes the draw. The codes go through G in chunks of SAMPLE_CHUNK, so a large n
+        fits in memory and gives the same images as one big batch. n = 0 gives an empty (0, 1, 28, 28) tensor.
+        """
+        n = check_count(n)
+        if z is not None and len(z) != n:
+            raise ValueError(f"z holds {len(z)} codes but n is {n}: pass n=len(z)")
+        if n == 0:
+            return torch.empty(0, *IMAGE_SHAPE, device=self.device)
         was_training = self.training
         self.eval()
         try:
             z = self.latent(n) if z is None else z.to(self.device)
-            images = (self(z) + 1) / 2
+            images = torch.cat([(self(chunk) + 1) / 2 for chunk in z.split(SAMPLE_CHUNK)])
         finally:
             self.train(was_training)
         return images.clamp(0, 1)
@@ -227,13 +237,106 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 @dataclass
 class GANRun:
-    """What `train_gan` returns: per-step history, fixed-noise snapshots, timing and the EMA generator (if any)."""
+    """What the GAN loops return: per-step history, fixed-noise snapshots, timing and the EMA generator (if any)."""
 
     history: dict[str, list[float]]
     snapshots: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> images in [0, 1] on the CPU
     seconds: float = 0.0
     images_per_second: float = 0.0  # real images through D per second of training
     generator_ema: Generator | None = None
+
+
+def _positive(name: str, value: object) -> int:
+    """`value` when it is a whole number >= 1; otherwise a ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
+
+
+def cycle_batches(batches: Iterable[tuple[torch.Tensor, ...]], steps: int) -> Iterator[torch.Tensor]:
+    """The real images of `steps` batches, pass after pass over `batches` (each item is (images, ...)).
+
+    A pass that yields nothing (an empty source, or a one-shot iterator already used up)
+    raises ValueError: cycling it would loop forever.
+    """
+    done = 0
+    while done < steps:
+        before = done
+        for real, *_ in batches:
+            yield real
+            done += 1
+            if done == steps:
+                return
+        if done == before:
+            raise ValueError(
+                f"batches yielded no data after {done} steps: pass a re-iterable source such as "
+                "TensorBatches or a DataLoader, or fewer steps"
+            )
+
+
+def train_gan_basic(
+    generator: Generator,
+    discriminator: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, ...]],
+    *,
+    steps: int,
+    lr: float = 2e-4,
+    betas: tuple[float, float] = (0.5, 0.999),
+    ema_decay: float | None = None,
+    snapshot_every: int = 0,
+    fixed_z: torch.Tensor | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> GANRun:
+    """The plain GAN loop: per batch of real images in [0, 1], one D step, then one G step (non-saturating loss).
+
+    `ema_decay` keeps a moving average of G's weights (`run.generator_ema`); every `snapshot_every`
+    steps G (its average, if kept) draws `fixed_z` into `run.snapshots`. `train_gan` is this loop
+    plus options (augmentation, R1, mixed precision...): with the same arguments both give the same run.
+    """
+    _positive("steps", steps)
+    torch.manual_seed(seed)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
+    ema = copy.deepcopy(generator).requires_grad_(False) if ema_decay else None
+    if snapshot_every and fixed_z is None:
+        fixed_z = generator.latent(64, torch.Generator().manual_seed(seed))
+    run = GANRun({"loss_D": [], "loss_G": [], "D(x)": [], "D(G(z))": []}, generator_ema=ema)
+    generator.train()
+    discriminator.train()
+    start, n_images = time.perf_counter(), 0
+    bar = tqdm(cycle_batches(batches, steps), total=steps, desc="GAN training", disable=not progress)
+    for step, real in enumerate(bar):
+        if snapshot_every and step % snapshot_every == 0:
+            run.snapshots[step] = (ema or generator).sample(len(fixed_z), z=fixed_z).cpu()  # type: ignore[arg-type]
+        real = to_tanh_range(real)
+        fake = generator(generator.latent(len(real)))
+        # Discriminator step: real -> 1, fake -> 0. The fakes are detached, so this step does not touch G.
+        real_logits, fake_logits = discriminator(real), discriminator(fake.detach())
+        loss_d = discriminator_loss(real_logits, fake_logits)
+        check_finite(loss_d, step, "discriminator loss")
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        # Generator step: gradients flow through D into G; only G's optimizer steps.
+        loss_g = generator_loss(discriminator(fake))
+        check_finite(loss_g, step, "generator loss")
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        if ema is not None:
+            ema_update(ema, generator, ema_decay)  # type: ignore[arg-type]
+        d_real, d_fake = torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()
+        for key, value in zip(run.history, (loss_d, loss_g, d_real, d_fake), strict=True):
+            run.history[key].append(value.item())
+        n_images += len(real)
+    if snapshot_every:
+        run.snapshots[steps] = (ema or generator).sample(len(fixed_z), z=fixed_z).cpu()  # type: ignore[arg-type]
+    run.seconds = time.perf_counter() - start
+    run.images_per_second = n_images / run.seconds
+    generator.eval()
+    discriminator.eval()
+    return run
 
 
 def train_gan(
@@ -260,7 +363,8 @@ def train_gan(
 ) -> GANRun:
     """Train a GAN with the non-saturating loss and Adam(beta1=0.5); batches yield (images in [0, 1], ...).
 
-    Give `epochs` or `steps`. `lr_d` defaults to `lr`. `augment` (e.g. `diff_augment`)
+    The loop of `train_gan_basic` with options. Give `epochs` or `steps`; `batches` is cycled
+    (a one-shot iterator that runs out raises ValueError). `lr_d` defaults to `lr`. `augment` (e.g. `diff_augment`)
     is applied to every input of D, real and fake. `instance_noise` is the std of
     Gaussian noise added to D's inputs, annealed linearly to 0. `r1_weight` (gamma) adds
     gamma / 2 times the R1 penalty on real inputs to D's loss (history gains "r1"). `ema_decay` keeps an
@@ -269,17 +373,20 @@ def train_gan(
     """
     if (epochs is None) == (steps is None):
         raise ValueError("give exactly one of `epochs` or `steps`")
+    per_epoch = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
+    if steps is None:
+        if per_epoch is None:
+            raise ValueError("`epochs` needs batches with a len(); pass `steps` instead")
+        if per_epoch == 0:
+            raise ValueError("batches is empty (len 0): check the data and the batch size, which may exceed it")
+        steps = _positive("epochs", epochs) * per_epoch
+    steps = _positive("steps", steps)
     if r1_weight < 0:
         raise ValueError(f"r1_weight must be >= 0; got {r1_weight}")
     device = generator.device
     use_amp, use_compile = amp and device.type == "cuda", compile and device.type == "cuda"
     if (amp and not use_amp) or (compile and not use_compile):
         print(f"train_gan: amp/compile act only on CUDA; running without them on {device.type}")
-    per_epoch = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
-    if steps is None:
-        if per_epoch is None:
-            raise ValueError("`epochs` needs batches with a len(); pass `steps` instead")
-        steps = epochs * per_epoch  # type: ignore[operator]
     torch.manual_seed(seed)
 
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
@@ -313,46 +420,41 @@ def train_gan(
     generator.train()
     discriminator.train()
     snapshot(0)
-    step, start = 0, time.perf_counter()
-    bar = tqdm(total=steps, desc="GAN training", disable=not progress)
-    while step < steps:
-        for real, *_ in batches:
-            real = to_tanh_range(real)
-            z = torch.randn(len(real), generator.latent_dim, device=device)
-            # Discriminator step: fakes are detached, so this step does not touch G.
-            with autocast():
-                fake = g_fn(z)
-                real_in = d_input(real, step).requires_grad_(r1_weight > 0)
-                real_logits = d_fn(real_in)
-                fake_logits = d_fn(d_input(fake.detach(), step))
-                loss_d = discriminator_loss(real_logits.float(), fake_logits.float(), real_target)
-            if r1_weight > 0:  # keep D flat on the real digits (Mescheder et al. 2018)
-                penalty = r1_penalty(real_logits.float(), real_in)
-                loss_d = loss_d + 0.5 * r1_weight * penalty
-            check_finite(loss_d, step, "discriminator loss")
-            opt_d.zero_grad(set_to_none=True)
-            scaler.scale(loss_d).backward()
-            scaler.step(opt_d)
-            # Generator step: gradients flow through D into G; only G's optimizer steps.
-            with autocast():
-                loss_g = generator_loss(d_fn(d_input(fake, step)).float())
-            check_finite(loss_g, step, "generator loss")
-            opt_g.zero_grad(set_to_none=True)
-            scaler.scale(loss_g).backward()
-            scaler.step(opt_g)
-            scaler.update()
-            if ema is not None:
-                ema_update(ema, generator, ema_decay)  # type: ignore[arg-type]
-            step += 1
-            d_real, d_fake = torch.sigmoid(real_logits.detach().float()), torch.sigmoid(fake_logits.detach().float())
-            row = [loss_d.detach(), loss_g.detach(), d_real.mean(), d_fake.mean()]
-            stats.append(torch.stack(row + ([penalty.detach()] if r1_weight > 0 else [])))
-            bar.update(1)
-            if step % 50 == 0:
-                bar.set_postfix(loss_D=f"{loss_d.item():.3f}", loss_G=f"{loss_g.item():.3f}")
-            snapshot(step)
-            if step >= steps:
-                break
+    start = time.perf_counter()
+    bar = tqdm(cycle_batches(batches, steps), total=steps, desc="GAN training", disable=not progress)
+    for step, real in enumerate(bar):
+        real = to_tanh_range(real)
+        z = torch.randn(len(real), generator.latent_dim, device=device)
+        # Discriminator step: fakes are detached, so this step does not touch G.
+        with autocast():
+            fake = g_fn(z)
+            real_in = d_input(real, step).requires_grad_(r1_weight > 0)
+            real_logits = d_fn(real_in)
+            fake_logits = d_fn(d_input(fake.detach(), step))
+            loss_d = discriminator_loss(real_logits.float(), fake_logits.float(), real_target)
+        if r1_weight > 0:  # keep D flat on the real digits (Mescheder et al. 2018)
+            penalty = r1_penalty(real_logits.float(), real_in)
+            loss_d = loss_d + 0.5 * r1_weight * penalty
+        check_finite(loss_d, step, "discriminator loss")
+        opt_d.zero_grad(set_to_none=True)
+        scaler.scale(loss_d).backward()
+        scaler.step(opt_d)
+        # Generator step: gradients flow through D into G; only G's optimizer steps.
+        with autocast():
+            loss_g = generator_loss(d_fn(d_input(fake, step)).float())
+        check_finite(loss_g, step, "generator loss")
+        opt_g.zero_grad(set_to_none=True)
+        scaler.scale(loss_g).backward()
+        scaler.step(opt_g)
+        scaler.update()
+        if ema is not None:
+            ema_update(ema, generator, ema_decay)  # type: ignore[arg-type]
+        d_real, d_fake = torch.sigmoid(real_logits.detach().float()), torch.sigmoid(fake_logits.detach().float())
+        row = [loss_d.detach(), loss_g.detach(), d_real.mean(), d_fake.mean()]
+        stats.append(torch.stack(row + ([penalty.detach()] if r1_weight > 0 else [])))
+        if (step + 1) % 50 == 0:
+            bar.set_postfix(loss_D=f"{loss_d.item():.3f}", loss_G=f"{loss_g.item():.3f}")
+        snapshot(step + 1)
     bar.close()
     for name, column in zip(history, torch.stack(stats).cpu().T.tolist(), strict=True):
         history[name] = column

@@ -9,6 +9,11 @@ Conventions (details in each function):
 - Samples: features and predictions of `MnistClassifier`, a small CNN shipped in weights/mnist_classifier.pt.
   A digit class is *present* when it gets at least 2% of the samples (a fifth of its uniform share). Frechet
   distances are reported beside the real-vs-real floor at the same sample size; precision/recall use k = 3.
+  The *confident share* is the fraction of images the classifier gives some class with probability >= 0.9.
+- Every public measure checks its input once, at the entrance (`check_images`): a float tensor
+  (n, 1, 28, 28), finite, in [0, 1]. A wrongly scaled image is an error, never a wrong number.
+- `evaluate_protocol` is the series' one protocol for image generators: unseen test digits, a stated sample
+  size, several draws, mean and standard error; `format_protocol` prints it.
 
 Regenerate the classifier (bundled train split only, a few minutes on a CPU; OMP_NUM_THREADS=1 helps on a busy
 machine): `python -m genvar_helpers.metrics --train-classifier [--epochs 30] [--seed 0]`.
@@ -22,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -32,6 +38,69 @@ from .data import TensorBatches, load_mnist
 from .runtime import check_finite, get_device, seed_everything
 
 CLASSIFIER_PATH = Path(__file__).parent / "weights" / "mnist_classifier.pt"
+RANGE_TOLERANCE = 1e-3  # pixel values may stray this far outside [0, 1] (round-off of sigmoid, interpolation)
+
+# ---------------------------------------------------------------- input checks
+
+
+def check_images(
+    images: torch.Tensor, what: str = "images", shape: tuple[int, ...] | None = (1, 28, 28), min_count: int = 1
+) -> torch.Tensor:
+    """Return `images` unchanged if they are a float tensor (n, *shape), n >= min_count, finite, in [0, 1].
+
+    Otherwise raise an error that names the problem and its fix. `shape=None` accepts any image shape.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor; got {type(images).__name__}: convert with torch.as_tensor")
+    if not images.is_floating_point():
+        fix = "convert with .float()" if images.dtype == torch.bool else "divide 0-255 integers by 255: x.float() / 255"
+        raise TypeError(f"{what} have dtype {images.dtype}, but the metrics need floats in [0, 1]: {fix}")
+    if images.ndim < 2 or (shape is not None and tuple(images.shape[1:]) != shape):
+        expected = f"(n, {', '.join(map(str, shape))})" if shape else "(n, ...), one image per row"
+        fix = f"reshape with x.view(-1, {', '.join(map(str, shape))})" if shape else "add a batch dimension"
+        raise ValueError(f"{what} must have shape {expected}; got {tuple(images.shape)}: {fix}")
+    if len(images) < min_count:
+        raise ValueError(f"{what}: {len(images)} images given, at least {min_count} needed: pass more images")
+    bad = int((~torch.isfinite(images)).sum())
+    if bad:
+        raise ValueError(
+            f"{what} contain {bad} NaN or infinite values: the model that made them has diverged or divided by "
+            "zero; fix (or retrain) it before measuring"
+        )
+    low, high = float(images.min()), float(images.max())
+    if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+        if low >= -RANGE_TOLERANCE and high <= 255 + RANGE_TOLERANCE:
+            fix = "divide 0-255 pixel values by 255"
+        elif low >= -1 - RANGE_TOLERANCE and high <= 1 + RANGE_TOLERANCE:
+            fix = "map tanh output with (x + 1) / 2"
+        else:
+            fix = "map tanh output with (x + 1) / 2, divide 0-255 values by 255, or apply torch.sigmoid to logits"
+        raise ValueError(f"{what} must lie in [0, 1]; got values in [{low:.3g}, {high:.3g}]: {fix}")
+    return images
+
+
+def _check_features(feats: torch.Tensor, what: str, min_rows: int, need: str) -> torch.Tensor:
+    """`feats` as a float64 CPU tensor (n, d), or an error if not 2-D, finite, with at least `min_rows` rows."""
+    feats = torch.as_tensor(feats)
+    if feats.ndim != 2:
+        raise ValueError(
+            f"{what} must be a 2-D (n, d) tensor of features; got shape {tuple(feats.shape)}: "
+            "compute them with classifier_features(images)"
+        )
+    if len(feats) < min_rows:
+        raise ValueError(f"{what} has {len(feats)} rows; {need}: use more samples")
+    if not torch.isfinite(feats).all():
+        raise ValueError(f"{what} contain NaN or infinite values: check the images with check_images first")
+    return feats.double().cpu()
+
+
+def _same_width(a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"both feature sets need the same number of features; got {a.shape[1]} and {b.shape[1]}: "
+            "compute both with the same classifier"
+        )
+
 
 # ---------------------------------------------------------------- 2D mode metrics
 
@@ -85,11 +154,12 @@ def iwae_log_likelihood(
     """
     if k < 1:
         raise ValueError(f"k must be at least 1; got {k}")
+    check_images(images, "images", shape=None)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(binarize_seed)
-    x_all = torch.bernoulli(images.detach().float().cpu().clamp(0, 1), generator=gen)
+    x_all = torch.bernoulli(images.detach().float().cpu().clamp(0, 1), generator=gen)  # clamp: round-off only
     n, dims = len(x_all), x_all[0].numel()
     per_group = max(1, batch_size // k)  # images per group
     log_px, elbo = [], []
@@ -171,7 +241,7 @@ def random_affine(
 @torch.no_grad()
 def accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
     """Share of `images` whose predicted class equals `labels`."""
-    logits = _apply(classifier, images, batch_size)
+    logits = _apply(classifier, check_images(images), batch_size)
     return float((logits.argmax(1) == labels.to(logits.device)).float().mean())
 
 
@@ -244,12 +314,30 @@ def _apply(model: nn.Module, images: torch.Tensor, batch_size: int, fn: str = "f
 # ---------------------------------------------------------------- sample metrics in the classifier's space
 
 
+def _features(images: torch.Tensor, classifier: nn.Module, batch_size: int) -> torch.Tensor:
+    return _apply(classifier, images, batch_size, fn="features").double().cpu()
+
+
 def classifier_features(
     images: torch.Tensor, classifier: nn.Module | None = None, batch_size: int = 500
 ) -> torch.Tensor:
     """Penultimate-layer features of `images` (n, 1, 28, 28) in [0, 1], as a float64 CPU tensor (n, d)."""
-    classifier = classifier if classifier is not None else load_classifier()
-    return _apply(classifier, images, batch_size, fn="features").double().cpu()
+    check_images(images)
+    return _features(images, classifier if classifier is not None else load_classifier(), batch_size)
+
+
+def _class_stats(logits: torch.Tensor, min_share: float = 0.02, threshold: float = 0.9) -> dict[str, Any]:
+    """Class histogram, classes present, KL from uniform and confident share of a set, from its class logits."""
+    probs = logits.double().softmax(1).cpu()
+    hist = torch.bincount(probs.argmax(1), minlength=10).double() / len(probs)
+    kl = float(torch.where(hist > 0, hist * torch.log(hist * 10), torch.zeros_like(hist)).sum())
+    return {
+        "classes_present": int((hist >= min_share).sum()),
+        "histogram": hist.tolist(),
+        "kl_from_uniform": kl,
+        "confident_share": float((probs.max(1).values >= threshold).double().mean()),
+        "n": len(probs),
+    }
 
 
 def class_coverage(
@@ -261,26 +349,30 @@ def class_coverage(
     share, like the 2D mode rule). `kl_from_uniform` = sum_c p_c log(10 p_c) in nats: 0 for perfectly
     balanced classes, log 10 = 2.30 when every image is the same digit.
     """
+    check_images(images)
     classifier = classifier if classifier is not None else load_classifier()
-    predicted = _apply(classifier, images, batch_size).argmax(1).cpu()
-    hist = torch.bincount(predicted, minlength=10).double() / len(predicted)
-    kl = float(torch.where(hist > 0, hist * torch.log(hist * 10), torch.zeros_like(hist)).sum())
-    return {
-        "classes_present": int((hist >= min_share).sum()),
-        "histogram": hist.tolist(),
-        "kl_from_uniform": kl,
-        "n": len(predicted),
-    }
+    stats = _class_stats(_apply(classifier, images, batch_size), min_share)
+    return {key: stats[key] for key in ("classes_present", "histogram", "kl_from_uniform", "n")}
 
 
-def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
-    """Frechet distance between Gaussians fitted to two feature sets (n, d): the FID formula (Heusel et al. 2017).
+def confident_share(
+    images: torch.Tensor, classifier: nn.Module | None = None, threshold: float = 0.9, batch_size: int = 500
+) -> float:
+    """Fraction of `images` the classifier assigns to some digit class with probability >= `threshold`.
 
-    |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^(1/2)), in float64. The trace of the matrix square
-    root is computed as the sum of square roots of the eigenvalues of the symmetric matrix S_a^(1/2) S_b S_a^(1/2),
-    which has the same eigenvalues as S_a S_b; tiny negative eigenvalues from round-off are clipped to zero.
+    What a reader's eye checks: "does this look like a digit at all?"; report it beside the same figure for
+    real test digits (about 0.98 for the bundled test split). It catches half-formed digits (blends of two
+    digits, scrambled strokes), but the classifier was never taught to reject non-digits: blank, flat grey
+    and uniform-noise images get confident answers too. Read it with FD, classes present and precision.
     """
-    a, b = torch.as_tensor(feats_a).double().cpu(), torch.as_tensor(feats_b).double().cpu()
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold is a class probability and must lie in (0, 1]; got {threshold}: use e.g. 0.9")
+    check_images(images)
+    classifier = classifier if classifier is not None else load_classifier()
+    return _class_stats(_apply(classifier, images, batch_size), threshold=threshold)["confident_share"]
+
+
+def _frechet(a: torch.Tensor, b: torch.Tensor) -> float:
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
     vals, vecs = torch.linalg.eigh(cov_a)
@@ -291,9 +383,26 @@ def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
     return max(float(fd), 0.0)
 
 
+def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets (n, d): the FID formula (Heusel et al. 2017).
+
+    |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^(1/2)), in float64. The trace of the matrix square
+    root is computed as the sum of square roots of the eigenvalues of the symmetric matrix S_a^(1/2) S_b S_a^(1/2),
+    which has the same eigenvalues as S_a S_b; tiny negative eigenvalues from round-off are clipped to zero.
+    Each set needs at least 2 rows (a covariance); the estimate is biased upwards at small n.
+    """
+    need = "the Frechet distance needs at least 2 (a covariance)"
+    a, b = _check_features(feats_a, "feats_a", 2, need), _check_features(feats_b, "feats_b", 2, need)
+    _same_width(a, b)
+    return _frechet(a, b)
+
+
 def _disjoint_real(real_images: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     if len(real_images) < 2 * n:
-        raise ValueError(f"need at least 2n = {2 * n} real images for two disjoint sets; got {len(real_images)}")
+        raise ValueError(
+            f"need at least 2n = {2 * n} real images for two disjoint sets of n = {n}; got {len(real_images)}: "
+            f"lower n to {len(real_images) // 2} or pass more real images"
+        )
     order = torch.randperm(len(real_images), generator=torch.Generator().manual_seed(seed))
     return real_images[order[:n]], real_images[order[n : 2 * n]]
 
@@ -302,9 +411,10 @@ def frechet_distance_to_real(
     images: torch.Tensor, real_images: torch.Tensor, classifier: nn.Module | None = None, batch_size: int = 500
 ) -> float:
     """Frechet distance between `images` and `real_images` in the classifier's feature space (use equal sizes)."""
+    check_images(images, "images", min_count=2)
+    check_images(real_images, "real_images", min_count=2)
     classifier = classifier if classifier is not None else load_classifier()
-    feats = classifier_features(images, classifier, batch_size)
-    return frechet_distance(feats, classifier_features(real_images, classifier, batch_size))
+    return _frechet(_features(images, classifier, batch_size), _features(real_images, classifier, batch_size))
 
 
 def real_floor(
@@ -314,9 +424,12 @@ def real_floor(
 
     FD is biased upwards at finite n, so report this beside a generated set's FD computed with the same n.
     """
+    if n < 2:
+        raise ValueError(f"n must be at least 2 for a Frechet distance (a covariance); got {n}")
+    check_images(real_images, "real_images", min_count=2 * n)
     classifier = classifier if classifier is not None else load_classifier()
     set_a, set_b = _disjoint_real(real_images, n, seed)
-    return frechet_distance_to_real(set_a, set_b, classifier, batch_size)
+    return _frechet(_features(set_a, classifier, batch_size), _features(set_b, classifier, batch_size))
 
 
 def _inside_manifold(points: torch.Tensor, support: torch.Tensor, k: int) -> torch.Tensor:
@@ -328,15 +441,44 @@ def _inside_manifold(points: torch.Tensor, support: torch.Tensor, k: int) -> tor
     return torch.cat([(torch.cdist(p, support) <= radii).any(1) for p in points.split(1024)]).double().mean()
 
 
+def _precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int) -> dict[str, float]:
+    return {"precision": float(_inside_manifold(fake, real, k)), "recall": float(_inside_manifold(real, fake, k))}
+
+
 def precision_recall(real_feats: torch.Tensor, fake_feats: torch.Tensor, k: int = 3) -> dict[str, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019) with k-nearest-neighbour manifolds.
 
     Precision: share of fake samples inside the real manifold (union of balls around real features, each
     reaching its k-th nearest real neighbour): are the samples realistic? Recall: share of real samples
-    inside the fake manifold: is the variety of the data covered? Use equal set sizes.
+    inside the fake manifold: is the variety of the data covered? Use equal set sizes, each above k.
     """
-    real, fake = torch.as_tensor(real_feats).double().cpu(), torch.as_tensor(fake_feats).double().cpu()
-    return {"precision": float(_inside_manifold(fake, real, k)), "recall": float(_inside_manifold(real, fake, k))}
+    if k < 1:
+        raise ValueError(f"k must be at least 1; got {k}")
+    need = f"precision/recall needs more than k = {k} (a k-th nearest neighbour besides the point itself)"
+    real = _check_features(real_feats, "real_feats", k + 1, need)
+    fake = _check_features(fake_feats, "fake_feats", k + 1, need)
+    _same_width(real, fake)
+    return _precision_recall(real, fake, k)
+
+
+def _draw(generate: Callable[[int], torch.Tensor], n: int, batch_size: int) -> torch.Tensor:
+    """`n` images from `generate(count)`, asked for in batches, on the CPU, checked like every metric's input."""
+    with torch.no_grad():
+        pieces = [generate(min(batch_size, n - i)) for i in range(0, n, batch_size)]
+    if not all(isinstance(p, torch.Tensor) for p in pieces):
+        raise TypeError("generate(count) must return a torch.Tensor of images (count, 1, 28, 28) in [0, 1]")
+    fake = check_images(torch.cat([p.detach().cpu() for p in pieces]), "generated images")
+    if len(fake) != n:
+        raise ValueError(f"generate(count) gave {len(fake)} images in all for {n} asked: return `count` per call")
+    return fake
+
+
+def _check_n(n: int, k: int = 3) -> None:
+    if n <= k:
+        raise ValueError(
+            f"n = {n} samples is too few: precision/recall (k = {k}) needs more than {k}; "
+            "use n >= 200 for stable numbers"
+        )
 
 
 def evaluate_generator(
@@ -351,29 +493,154 @@ def evaluate_generator(
 
     Draws `n` images; takes two disjoint random sets of `n` real images (needs 2n): the first is the
     reference for FD and precision/recall, the second gives the real-vs-real FD floor. Returns
-    classes_present, kl_from_uniform, histogram, fd, fd_real_floor, precision, recall and n.
+    classes_present, kl_from_uniform, histogram, confident_share, fd, fd_real_floor, precision, recall and n.
+    For the series' protocol (test digits, several draws, standard errors) use `evaluate_protocol`.
     """
+    _check_n(n)
+    check_images(real_images, "real_images", min_count=2 * n)
     classifier = classifier if classifier is not None else load_classifier()
-    with torch.no_grad():
-        fake = torch.cat([generate(min(batch_size, n - i)).detach().float().cpu() for i in range(0, n, batch_size)])
-    if fake.shape != (n, 1, 28, 28):
-        raise ValueError(f"the generator must return images of shape (count, 1, 28, 28); got {tuple(fake.shape)}")
-    if fake.min() < -1e-3 or fake.max() > 1 + 1e-3:
-        raise ValueError(
-            f"images must lie in [0, 1] (got [{fake.min():.2f}, {fake.max():.2f}]); map tanh output with (x + 1) / 2"
-        )
+    fake = _draw(generate, n, batch_size)
     real_a, real_b = _disjoint_real(real_images, n, seed)
-    f_fake, f_a, f_b = (classifier_features(x, classifier, batch_size) for x in (fake, real_a, real_b))
-    coverage = class_coverage(fake, classifier, batch_size=batch_size)
+    f_fake, f_a, f_b = (_features(x, classifier, batch_size) for x in (fake, real_a, real_b))
+    stats = _class_stats(_apply(classifier, fake, batch_size))
     return {
         "n": n,
-        "classes_present": coverage["classes_present"],
-        "kl_from_uniform": coverage["kl_from_uniform"],
-        "histogram": coverage["histogram"],
-        "fd": frechet_distance(f_fake, f_a),
-        "fd_real_floor": frechet_distance(f_a, f_b),
-        **precision_recall(f_a, f_fake),
+        "classes_present": stats["classes_present"],
+        "kl_from_uniform": stats["kl_from_uniform"],
+        "histogram": stats["histogram"],
+        "confident_share": stats["confident_share"],
+        "fd": _frechet(f_fake, f_a),
+        "fd_real_floor": _frechet(f_a, f_b),
+        **_precision_recall(f_a, f_fake, k=3),
     }
+
+
+# ---------------------------------------------------------------- the series' one evaluation protocol
+
+# The measures of the samples, then what a set of real test digits scores on the same footing.
+PROTOCOL_MEASURES = (
+    "classes_present",
+    "kl_from_uniform",
+    "fd",
+    "precision",
+    "recall",
+    "confident_share",
+    "fd_real_floor",
+    "fd_ratio",
+    "real_precision",
+    "real_recall",
+    "real_confident_share",
+)
+
+
+def _set_scores(images: torch.Tensor, f_ref: torch.Tensor, classifier: nn.Module, batch_size: int) -> dict[str, Any]:
+    """One set of images measured against the reference features `f_ref`, and on its own."""
+    feats = _features(images, classifier, batch_size)
+    return {
+        **_class_stats(_apply(classifier, images, batch_size)),
+        "fd": _frechet(feats, f_ref),
+        **_precision_recall(f_ref, feats, k=3),
+    }
+
+
+def _mean_se(values: list[float]) -> dict[str, Any]:
+    """Mean and standard error (sample std / sqrt(draws)) of per-draw values; se is nan for a single draw."""
+    x = torch.tensor(values, dtype=torch.float64)
+    se = float(x.std() / math.sqrt(len(x))) if len(x) > 1 else math.nan
+    return {"mean": float(x.mean()), "se": se, "values": list(values)}
+
+
+def evaluate_protocol(
+    generate: Callable[[int], torch.Tensor],
+    *,
+    n: int = 1000,
+    draws: int = 3,
+    seed: int = 0,
+    source: str = "bundled",
+    classifier: nn.Module | None = None,
+    batch_size: int = 500,
+) -> dict[str, Any]:
+    """The series' one evaluation protocol for an image generator: unseen test digits, n samples, several draws.
+
+    Loads the test split of `source` (digits neither the models nor the classifier trained on). Each draw
+    takes n images from `generate(count)` (in [0, 1]) with torch seeded from (seed, draw) inside
+    `torch.random.fork_rng` (the caller's random stream is left as it was), shuffles the test digits with
+    another seed from (seed, draw) and takes two disjoint sets of n from them: the *reference* and a *real*
+    set. The samples are measured against the reference (FD, precision/recall with k = 3) and on their own
+    (classes present, KL from uniform, confident share). The real set is measured against the same
+    reference in the same way: its FD is the floor at the same n (`fd_real_floor`, what a perfect generator
+    scores); `real_precision`, `real_recall` and `real_confident_share` are its other figures (a perfect
+    generator's precision and recall stay below 1 at finite n). `fd_ratio` = fd / fd_real_floor per draw.
+
+    n is capped at half the test split (250 of the 500 bundled test digits, 5,000 of full MNIST's 10,000)
+    so that the two real sets are disjoint; `n_requested` and `description` say when that happened.
+    Each measure in PROTOCOL_MEASURES maps to {"mean", "se", "values"}: se = sample std / sqrt(draws), nan
+    when draws = 1 (one draw gives no spread). Also returned: n, n_requested, draws, seed, split, source,
+    description. `format_protocol` prints the result.
+    """
+    if draws < 1:
+        raise ValueError(f"draws must be at least 1; got {draws}: use 3 or more for a standard error")
+    test = load_mnist("test", source=source, verbose=False)
+    source = test.source  # "auto" resolves to the source it used
+    check_images(test.images, f"the {source} test digits")
+    n_requested, n = n, min(n, len(test) // 2)
+    _check_n(n)
+    classifier = classifier if classifier is not None else load_classifier()
+    per_draw: dict[str, list[float]] = {measure: [] for measure in PROTOCOL_MEASURES}
+    for d in range(draws):
+        # two unrelated seeds per draw, so the model's random numbers never mirror the choice of real digits
+        model_seed, real_seed = np.random.SeedSequence([seed, d]).generate_state(2).tolist()
+        with torch.random.fork_rng():
+            torch.manual_seed(model_seed)
+            fake = _draw(generate, n, batch_size)
+        reference, real = _disjoint_real(test.images, n, real_seed)
+        f_ref = _features(reference, classifier, batch_size)
+        ours, theirs = (_set_scores(x, f_ref, classifier, batch_size) for x in (fake, real))
+        for measure in PROTOCOL_MEASURES[:6]:
+            per_draw[measure].append(float(ours[measure]))
+        for measure in ("precision", "recall", "confident_share"):
+            per_draw[f"real_{measure}"].append(theirs[measure])
+        per_draw["fd_real_floor"].append(theirs["fd"])
+        per_draw["fd_ratio"].append(ours["fd"] / theirs["fd"] if theirs["fd"] > 0 else math.inf)
+    capped = (
+        f"; n capped from {n_requested} to {n}, half the {len(test)} test digits, so the real sets are disjoint"
+        if n < n_requested
+        else ""
+    )
+    description = (
+        f"{draws} draw{'s' if draws > 1 else ''} of n = {n} samples against n unseen {source} MNIST test digits "
+        f"(fresh reference each draw, seed {seed}); floor: a disjoint set of n real test digits against the same "
+        f"reference; mean ± standard error over draws{capped}"
+    )
+    return {
+        **{measure: _mean_se(values) for measure, values in per_draw.items()},
+        "n": n,
+        "n_requested": n_requested,
+        "draws": draws,
+        "seed": seed,
+        "split": "test",
+        "source": source,
+        "description": description,
+    }
+
+
+def format_protocol(result: dict[str, Any]) -> str:
+    """Two lines from `evaluate_protocol`: the protocol, then "mean ± se" per measure, real digits beside the model."""
+
+    def show(measure: str, digits: int = 2) -> str:
+        m = result[measure]
+        se = "" if math.isnan(m["se"]) else f" ± {m['se']:.{digits}f}"
+        return f"{m['mean']:.{digits}f}{se}"
+
+    spread = "mean ± se" if result["draws"] > 1 else "one draw: no se"
+    return (
+        f"n = {result['n']}, {result['draws']} draw(s), unseen {result['source']} test digits ({spread})\n"
+        f"classes {show('classes_present', 1)} | KL from uniform {show('kl_from_uniform', 3)} | "
+        f"FD {show('fd')} (real floor {show('fd_real_floor')}, ratio {show('fd_ratio', 1)}) | "
+        f"precision {show('precision')} (real {show('real_precision')}) | "
+        f"recall {show('recall')} (real {show('real_recall')}) | "
+        f"confident share {show('confident_share')} (real digits {show('real_confident_share')})"
+    )
 
 
 def _main() -> None:

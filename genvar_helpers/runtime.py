@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import numbers
 import os
 import random
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -18,7 +20,10 @@ DEVICE_ENV = "GENVAR_DEVICE"
 QUICK_ENV = "GENVAR_QUICK"
 PRETRAINED_ENV = "GENVAR_PRETRAINED"
 KNOWN_DEVICES = ("cuda", "mps", "cpu")
-_TRUE = {"1", "true", "yes", "on"}
+SAMPLE_CHUNK = 1000  # `sample(n)` runs a model on this many latent codes at a time, so a large n fits in memory
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+_DEVICE_FORMAT = re.compile(r"[a-z]+(:\d+)?")  # a type, optionally ":index", e.g. "cuda:1"
 
 
 def available_devices() -> list[str]:
@@ -35,8 +40,8 @@ def available_devices() -> list[str]:
 def get_device(name: str | None = None) -> torch.device:
     """Pick cuda, then mps, then cpu; `name` or $GENVAR_DEVICE overrides the choice.
 
-    Accepts "cuda", "cuda:1", "mps" or "cpu". An unknown or unavailable device
-    raises ValueError naming the devices that are available.
+    Accepts "cuda", "cuda:1", "mps" or "cpu". An unknown, malformed or unavailable
+    device raises ValueError naming the devices that are available.
     """
     requested = name or os.environ.get(DEVICE_ENV) or ""
     available = available_devices()
@@ -47,6 +52,11 @@ def get_device(name: str | None = None) -> torch.device:
         raise ValueError(
             f"unknown device {requested!r}: choose one of {list(KNOWN_DEVICES)} "
             f"(available here: {available}); check the argument or ${DEVICE_ENV}"
+        )
+    if not _DEVICE_FORMAT.fullmatch(requested.strip().lower()):
+        raise ValueError(
+            f"malformed device {requested!r}: write a device type, optionally with an index, "
+            f"e.g. 'cuda', 'cuda:1', 'mps' or 'cpu'; check the argument or ${DEVICE_ENV}"
         )
     if kind not in available:
         raise ValueError(
@@ -70,11 +80,22 @@ def seed_everything(seed: int = 0) -> int:
 
 
 def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE
+    """Read an on/off environment variable; any spelling outside _TRUE and _FALSE is an error, not "off"."""
+    value = os.environ.get(name, "").strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise ValueError(
+            f"{name}={os.environ[name]!r} is not understood: set it to one of {list(_TRUE)} (on) "
+            f"or {list(_FALSE[1:])} (off), or unset it"
+        )
+    return value in _TRUE
 
 
 def is_quick() -> bool:
-    """True when $GENVAR_QUICK is set (the test suite sets it): small, fast runs."""
+    """True when $GENVAR_QUICK is on (the test suite sets it): small, fast runs.
+
+    On: "1", "true", "yes", "on"; off: unset, "", "0", "false", "no", "off" (any case).
+    Any other value raises ValueError rather than silently meaning full mode.
+    """
     return _env_flag(QUICK_ENV)
 
 
@@ -84,7 +105,8 @@ def pick(quick: T, full: T) -> T:
 
 
 def use_pretrained() -> bool:
-    """True when $GENVAR_PRETRAINED asks notebooks to load committed checkpoints instead of training."""
+    """True when $GENVAR_PRETRAINED asks notebooks to load committed checkpoints instead of training (same spellings
+    as `is_quick`)."""
     return _env_flag(PRETRAINED_ENV)
 
 
@@ -100,6 +122,13 @@ def check_finite(loss: torch.Tensor, step: int, what: str = "loss") -> None:
             f"{what} became {loss.detach().flatten()[0].item()} at step {step}. "
             "Try a smaller learning rate, check the data range, or re-run with another seed."
         )
+
+
+def check_count(n: object, name: str = "n") -> int:
+    """`n` when it is a whole number >= 0 (a number of samples); otherwise a ValueError saying what to pass."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ValueError(f"{name} must be a whole number >= 0 (how many to draw); got {n!r}")
+    return int(n)
 
 
 def environment_report() -> dict[str, Any]:

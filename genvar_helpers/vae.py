@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .runtime import check_finite
+from .runtime import SAMPLE_CHUNK, check_count, check_finite
 
 IMAGE_SHAPE = (1, 28, 28)
 N_PIXELS = 28 * 28
@@ -104,9 +104,16 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images from the model, z ~ N(0, I): Bernoulli means in [0, 1], shape (n, 1, 28, 28)."""
+        """n images from the model, z ~ N(0, I): Bernoulli means in [0, 1], shape (n, 1, 28, 28).
+
+        The codes are decoded in chunks of SAMPLE_CHUNK, so a large n fits in memory and gives the same
+        images as one big batch. n = 0 gives an empty (0, 1, 28, 28) tensor.
+        """
+        n = check_count(n)
         z = torch.randn(n, self.latent_dim, generator=generator, device="cpu" if generator else self.device)
-        return torch.sigmoid(self.decode(z.to(self.device)))
+        if n == 0:
+            return torch.empty(0, *IMAGE_SHAPE, device=self.device)
+        return torch.cat([torch.sigmoid(self.decode(chunk)) for chunk in z.to(self.device).split(SAMPLE_CHUNK)])
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -202,6 +209,38 @@ def _loss_of(model: VAE, x: torch.Tensor, beta: float = 1.0) -> tuple[torch.Tens
     return vae_loss(logits, x, mu, logvar, beta)
 
 
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite during `train_vae`; `.history` holds the epochs finished before it."""
+
+    def __init__(self, message: str, history: dict[str, list[float]]) -> None:
+        super().__init__(message)
+        self.history = history
+
+
+def _check_images(images: torch.Tensor, name: str) -> None:
+    """Images to binarise must be pixel probabilities: no NaN, every value in [0, 1]."""
+    if len(images) == 0:
+        raise ValueError(f"{name} is empty: pass at least one image (or val_images=None to skip validation)")
+    with_nan = int(torch.isnan(images).reshape(len(images), -1).any(dim=1).sum())
+    if with_nan:
+        raise ValueError(f"{name} contain NaN ({with_nan} images): drop or repair those images before training")
+    low, high = images.min().item(), images.max().item()
+    if low < 0 or high > 1:
+        raise ValueError(
+            f"{name} must lie in [0, 1] (each pixel is the probability of a 1); got [{low:.3g}, {high:.3g}]. "
+            "If they come from tanh (range [-1, 1]) map them with (x + 1) / 2; if they are bytes, divide by 255"
+        )
+
+
+def _restore_best(model: VAE, best_state: dict[str, torch.Tensor] | None, best: float, progress: bool) -> None:
+    """Load the weights of the best validation epoch, if one was kept, and switch to eval mode."""
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        if progress:
+            print(f"restored the weights of the best validation epoch ({best:.2f} nats)")
+    model.eval()
+
+
 def train_vae(
     model: VAE,
     train_images: torch.Tensor,
@@ -228,7 +267,21 @@ def train_vae(
       the best epoch's weights are restored at the end, and training stops early when the
       validation loss has not improved for `patience` epochs (counted after the warm-up).
     Returns the history: per-epoch means of the training loss, recon, kl, beta, lr, and val.
+
+    Images must lie in [0, 1] with no NaN, at least one batch of them (ValueError otherwise).
+    A NaN or infinite loss stops training with `TrainingDiverged` (a FloatingPointError) after
+    restoring the best validation epoch's weights; its `.history` holds the epochs finished before.
     """
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1; got epochs={epochs}, batch_size={batch_size}")
+    if len(train_images) < batch_size:
+        raise ValueError(
+            f"train_images holds {len(train_images)} images, fewer than one batch of {batch_size}: "
+            "pass more images or a smaller batch_size"
+        )
+    _check_images(train_images, "train_images")
+    if val_images is not None:
+        _check_images(val_images, "val_images")
     device = model.device
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -250,7 +303,13 @@ def train_vae(
             x = data[order[i * batch_size : (i + 1) * batch_size]]
             x = binarize(random_shift(x, augment, generator) if augment else x, generator).to(device)
             loss, recon, kl = _loss_of(model, x, ramp * beta)
-            check_finite(loss, step)
+            try:
+                check_finite(loss, step)
+            except FloatingPointError as err:  # keep what was learnt: best weights back, history attached
+                _restore_best(model, best_state, best, progress)
+                kept = "the best validation epoch's weights are restored" if best_state else "no best epoch was kept"
+                message = f"{err} Training stopped: {kept}; the history so far is in err.history."
+                raise TrainingDiverged(message, history) from err
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -276,11 +335,7 @@ def train_vae(
         if patience is not None and bad_epochs >= patience:
             bar.write(f"early stop after epoch {epoch + 1}: validation has not improved for {patience} epochs")
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        if progress:
-            print(f"restored the weights of the best validation epoch ({best:.2f} nats)")
-    model.eval()
+    _restore_best(model, best_state, best, progress)
     return history
 
 
@@ -320,33 +375,33 @@ def explorer_image(model: VAE, base: torch.Tensor, values: dict[int, float]) -> 
 
 
 def latent_explorer(model: VAE, base: torch.Tensor | None = None, dims: Sequence[int] = range(6)) -> Any:
-    """An ipywidgets UI: one slider per latent dimension in `dims`, the decoded digit redrawn on every change.
+    """A widget: one slider per latent dimension in `dims` beside the decoded digit, redrawn on every change.
 
-    It needs a live Jupyter front end to react; without one it shows nothing, so draw a
-    static figure (e.g. a traversal grid) beside it.
+    Without a live front end (a static viewer, nbval) the cell shows the digit of `base` as a picture.
     """
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from .plotting import SliderFigure
 
     base = torch.zeros(model.latent_dim) if base is None else base.detach().cpu().flatten()
+    if base.numel() != model.latent_dim:
+        raise ValueError(f"base must hold latent_dim = {model.latent_dim} values; got {base.numel()}")
+    dims = [int(d) for d in dims]
+    if not dims or not all(0 <= d < model.latent_dim for d in dims):
+        raise ValueError(f"dims must be a non-empty list of latent dimensions in [0, {model.latent_dim}); got {dims}")
     sliders = {
         d: widgets.FloatSlider(value=float(base[d]), min=-3.0, max=3.0, step=0.1, description=f"z[{d}]") for d in dims
     }
-    out = widgets.Output()
 
-    def redraw(_: Any = None) -> None:
-        image = explorer_image(model, base, {d: s.value for d, s in sliders.items()})
-        with out:
-            out.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(2.5, 2.5))
-            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
-            ax.set_axis_off()
-            plt.show()
+    def draw(values: dict[int, float]) -> Figure:
+        fig = Figure(figsize=(2.5, 2.5))
+        ax = fig.subplots()
+        ax.imshow(explorer_image(model, base, values), cmap="gray", vmin=0, vmax=1)
+        ax.set_axis_off()
+        return fig
 
-    for slider in sliders.values():
-        slider.observe(redraw, names="value")
-    redraw()
-    return widgets.HBox([widgets.VBox(list(sliders.values())), out])
+    return SliderFigure(sliders, draw, row=True)
 
 
 @torch.no_grad()

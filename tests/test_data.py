@@ -111,6 +111,16 @@ def test_second_mirror_is_tried_when_first_is_dead(mirror, monkeypatch):
     assert data.load_mnist("test", source="full").source == "full"
 
 
+def test_a_failed_mirror_is_not_tried_first_for_the_next_files(mirror, monkeypatch):
+    empty = FakeMirror({})
+    monkeypatch.setattr(data, "MNIST_MIRRORS", [empty.url, mirror.url])
+    try:
+        assert data.load_mnist("test", source="full").source == "full"
+    finally:
+        empty.close()
+    assert len(empty.requests) == 1, "the mirror that answered goes first for the other three files"
+
+
 def test_corrupt_file_fails_hash_and_is_never_parsed(mirror, monkeypatch, tmp_path):
     mirror.files["t10k-images-idx3-ubyte.gz"] = b"not the file whose hash is pinned"
     parsed = []
@@ -127,7 +137,7 @@ def test_dead_server_falls_back_under_auto_with_notice(mirror, monkeypatch, caps
     assert fallback.source == "bundled" and len(fallback) == 500
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "bundled" in out and "source='full'" in out
-    assert "(ConnectionError)" in out, "the notice names why the download failed"
+    assert "(ConnectionRefusedError)" in out, "the notice names why the download failed"
 
 
 def test_dead_server_is_a_clear_error_under_full(mirror, monkeypatch):
@@ -226,3 +236,166 @@ def test_bundled_cache_is_rebuilt_when_corrupt(monkeypatch, tmp_path):
     with np.load(tmp_path / "bundled_mnist_5k.npz") as saved:
         assert np.array_equal(saved["labels"], labels), "the cache was rewritten whole"
     data._bundled_arrays.cache_clear()
+
+
+# ---------------------------------------------------------------- cache, session memory and time limits (issue 17)
+
+
+def cache_state(folder: Path) -> dict[str, tuple[int, int]]:
+    """Name -> (size, mtime in ns) of every file in `folder`: equal before and after means nothing was written."""
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+def make_read_only(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `folder` read-only: chmod, and (for root, whom chmod does not stop) any file creation in it raises.
+
+    The simulation patches the ways pooch and this package create files (tempfile.NamedTemporaryFile,
+    tempfile.mkstemp) so that they raise PermissionError for `folder`, as the operating system would, and
+    makes pooch.retrieve raise it as older pooch releases do on a read-only folder even for a valid file.
+    """
+    for path in folder.iterdir():
+        path.chmod(0o444)
+    folder.chmod(0o555)
+    import tempfile
+
+    def refuse(real):
+        def wrapper(*args, **kwargs):
+            if Path(kwargs.get("dir") or ".").resolve() == folder.resolve():
+                raise PermissionError(13, "Permission denied (read-only cache)", str(folder))
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse(tempfile.NamedTemporaryFile))
+    monkeypatch.setattr(tempfile, "mkstemp", refuse(tempfile.mkstemp))
+
+    def old_pooch(*args, **kwargs):  # older pooch releases test that the folder is writable before anything else
+        raise PermissionError(13, "Pooch could not write to data cache folder", str(folder))
+
+    monkeypatch.setattr(data.pooch, "retrieve", old_pooch)
+
+
+@pytest.fixture
+def writable_again(tmp_path):
+    yield
+    for path in [tmp_path / "cache", *(tmp_path / "cache").glob("*")]:
+        if path.exists():
+            path.chmod(0o755)
+
+
+def test_read_only_cache_with_verified_files_is_used(mirror, monkeypatch, tmp_path, capsys, writable_again):
+    data.load_mnist("train", source="full")  # fills the cache with the four verified files
+    folder = tmp_path / "cache"
+    make_read_only(folder, monkeypatch)
+    before = cache_state(folder)
+    monkeypatch.setattr(data, "MNIST_MIRRORS", [dead_url()])  # and no network either
+    capsys.readouterr()
+    for source in ("full", "auto"):
+        test = data.load_mnist("test", source=source)
+        assert test.source == "full" and len(test) == N_TEST, f"{source}: the verified cached copy is used"
+    out = capsys.readouterr().out
+    assert "bundled" not in out and "failed" not in out, out
+    assert cache_state(folder) == before, "nothing is written to a read-only cache"
+
+
+def test_corrupt_cached_file_is_named_with_its_path_and_fix(mirror, monkeypatch, tmp_path, capsys):
+    data.load_mnist("test", source="full")
+    bad = tmp_path / "cache" / "t10k-images-idx3-ubyte.gz"
+    bad.write_bytes(b"half a download")
+    monkeypatch.setattr(data, "MNIST_MIRRORS", [dead_url()])
+    with pytest.raises(data.MNISTDownloadError) as info:
+        data.load_mnist("test", source="full")
+    message = str(info.value)
+    assert "corrupt" in message and str(bad) in message and "delete" in message, message
+    assert "no cached copy" not in message
+    assert data.load_mnist("test", source="auto").source == "bundled"
+    assert "corrupt" in capsys.readouterr().out, "the fallback notice says the cached copy is corrupt"
+
+
+def test_corrupt_cached_file_is_replaced_when_a_mirror_answers(mirror, files, tmp_path):
+    data.load_mnist("test", source="full")
+    bad = tmp_path / "cache" / "t10k-images-idx3-ubyte.gz"
+    bad.write_bytes(b"half a download")
+    assert len(data.load_mnist("test", source="full")) == N_TEST
+    assert bad.read_bytes() == files["t10k-images-idx3-ubyte.gz"]
+
+
+def test_auto_prefers_a_cached_full_set_over_a_remembered_failure(mirror, files, capsys):
+    mirror.files = {}  # the mirror answers 404: a transient failure
+    assert data.load_mnist("train", source="auto").source == "bundled"
+    mirror.files = dict(files)
+    assert data.load_mnist("test", source="full").source == "full"  # the files are now cached
+    capsys.readouterr()
+    train, test = data.load_mnist("train", source="auto"), data.load_mnist("test", source="auto")
+    assert (train.source, test.source) == ("full", "full"), "a verified cached full set beats a remembered failure"
+    out = capsys.readouterr().out
+    assert "full download failed" not in out, out
+
+
+def test_auto_keeps_one_source_per_session_and_says_the_fallback_once(mirror, files, capsys):
+    mirror.files = {}
+    assert data.load_mnist("train", source="auto", verbose=False).source == "bundled"
+    assert capsys.readouterr().out == "", "verbose=False says nothing"
+    assert data.load_mnist("train", source="auto").source == "bundled"
+    first = capsys.readouterr().out
+    assert first.count("full download failed") == 1 and "(HTTP 404)" in first, "the first verbose load says why"
+    mirror.files = dict(files)  # the network is back, but nothing was cached
+    requests_before = len(mirror.requests)
+    test = data.load_mnist("test", source="auto")
+    assert test.source == "bundled", "test comes from the source train came from"
+    assert len(mirror.requests) == requests_before, "no new wait on the network"
+    second = capsys.readouterr().out
+    assert "full download failed" not in second and "bundled" in second, second
+
+
+class TrickleMirror(FakeMirror):
+    """Sends the headers of a file, then one byte every `pause` seconds, for at most `seconds`."""
+
+    def __init__(self, files: dict[str, bytes], pause: float = 0.25, seconds: float = 12.0) -> None:
+        super().__init__(files)
+        mirror = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                import time
+
+                body = mirror.files[self.path.rsplit("/", 1)[-1]]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                start = time.monotonic()
+                try:
+                    for i in range(len(body)):
+                        if time.monotonic() - start > seconds:
+                            return
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(pause)
+                except OSError:  # the client gave up
+                    pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server.RequestHandlerClass = Handler
+
+
+def test_download_has_an_overall_time_limit(files, monkeypatch, tmp_path):
+    import time
+
+    server = TrickleMirror(files)
+    monkeypatch.setattr(data, "MNIST_MIRRORS", [server.url])
+    monkeypatch.setattr(data, "MNIST_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in files.items()})
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv("GENVAR_DOWNLOAD_LIMIT_S", "2")
+    start = time.monotonic()
+    try:
+        with pytest.raises(data.MNISTDownloadError) as info:
+            data.load_mnist("train", source="full")
+    finally:
+        server.close()
+    elapsed = time.monotonic() - start
+    assert elapsed < 6, f"a trickling server must not stall the download ({elapsed:.1f} s)"
+    assert "time limit" in str(info.value) and "GENVAR_DOWNLOAD_LIMIT_S" in str(info.value), str(info.value)
+    folder = tmp_path / "cache"
+    assert not folder.exists() or list(folder.iterdir()) == [], "no partial file is left in the cache"

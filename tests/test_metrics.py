@@ -14,6 +14,8 @@ from genvar_helpers.metrics import (
     MnistClassifier,
     accuracy,
     class_coverage,
+    classifier_features,
+    confident_share,
     evaluate_generator,
     frechet_distance,
     frechet_distance_to_real,
@@ -193,3 +195,95 @@ def test_evaluate_generator_real_digits_vs_noise(classifier, test_digits) -> Non
     assert good["precision"] > 0.7 and good["recall"] > 0.7 and bad["precision"] < 0.05, (good, bad)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         evaluate_generator(lambda c: 2 * noise_generator(c) - 1, test_digits.images, n=100, classifier=classifier)
+
+
+# ---------------------------------------------------------------- inputs are checked at the entrance (issue 17)
+
+
+def _with_nan(x: torch.Tensor) -> torch.Tensor:
+    x = x.clone()
+    x[0, 0, 14, 14] = float("nan")
+    return x
+
+
+BAD_IMAGES = {  # name: (how the images were broken, what the error must say)
+    "tanh range": (lambda x: 2 * x - 1, r"\(x \+ 1\) / 2"),
+    "0-255 integers": (lambda x: (x * 255).to(torch.uint8), "divide .*by 255"),
+    "0-255 floats": (lambda x: x * 255, "divide .*by 255"),
+    "NaN": (_with_nan, "NaN"),
+    "flattened": (lambda x: x.reshape(len(x), -1), r"\(n, 1, 28, 28\)"),
+    "empty": (lambda x: x[:0], "0 images given"),
+}
+
+METRICS = {  # name: call with (bad images, classifier, good real images)
+    "classifier_features": lambda x, c, real: classifier_features(x, c),
+    "class_coverage": lambda x, c, real: class_coverage(x, c),
+    "confident_share": lambda x, c, real: confident_share(x, c),
+    "frechet_distance_to_real(images)": lambda x, c, real: frechet_distance_to_real(x, real, c),
+    "frechet_distance_to_real(real_images)": lambda x, c, real: frechet_distance_to_real(real, x, c),
+    "real_floor": lambda x, c, real: real_floor(x, 5, c),
+    "evaluate_generator(generate)": lambda x, c, real: evaluate_generator(lambda k: x[:k], real, n=10, classifier=c),
+    "evaluate_generator(real_images)": lambda x, c, real: evaluate_generator(lambda k: real[:k], x, n=10, classifier=c),
+}
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("broken", BAD_IMAGES)
+def test_metrics_reject_badly_scaled_or_broken_images(metric, broken, classifier, test_digits) -> None:
+    make, message = BAD_IMAGES[broken]
+    real = test_digits.images[:40]
+    with pytest.raises((ValueError, TypeError), match=message):
+        METRICS[metric](make(test_digits.images[:20]), classifier, real)
+
+
+class FlatVAE(nn.Module):
+    """A fixed VAE on 784 pixels: encoder mean from the image, decoder logits linear in z."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.linspace(-1, 1, 784))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu = (x.reshape(len(x), -1) * self.w).sum(-1, keepdim=True) / 100
+        return mu, torch.zeros_like(mu)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return (z * self.w - 2).reshape(len(z), 1, 28, 28)
+
+
+@pytest.mark.parametrize("broken", ["tanh range", "0-255 integers", "0-255 floats", "NaN", "empty"])
+def test_iwae_rejects_badly_scaled_or_broken_images(broken, test_digits) -> None:
+    make, message = BAD_IMAGES[broken]
+    with pytest.raises((ValueError, TypeError), match=message):
+        iwae_log_likelihood(FlatVAE(), make(test_digits.images[:8]), k=4)
+    iwae_log_likelihood(FlatVAE(), test_digits.images[:8], k=4)  # the same images, correctly scaled: fine
+
+
+def test_frechet_distance_and_precision_recall_check_their_features() -> None:
+    g = torch.Generator().manual_seed(0)
+    good = torch.randn(50, 8, generator=g)
+    nan = good.clone()
+    nan[3, 2] = float("nan")
+    cases = [
+        (lambda: frechet_distance(good[:1], good), "at least 2"),
+        (lambda: frechet_distance(good.flatten(), good), "2-D"),
+        (lambda: frechet_distance(good, nan), "NaN"),
+        (lambda: frechet_distance(good, good[:, :7]), "same number of features"),
+        (lambda: precision_recall(good, good[:3], k=3), "more than k = 3"),
+        (lambda: precision_recall(good[:0], good), "more than k = 3"),
+        (lambda: precision_recall(nan, good), "NaN"),
+        (lambda: precision_recall(good, good[:, :7]), "same number of features"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_confident_share_real_digits_vs_noise(classifier, test_digits) -> None:
+    real = confident_share(test_digits.images, classifier)
+    ink = torch.full((200, 1, 28, 28), float(test_digits.images.mean()))
+    noise = confident_share(torch.bernoulli(ink, generator=torch.Generator().manual_seed(0)), classifier)
+    assert real > 0.9 > noise, (real, noise)
+    assert confident_share(test_digits.images, classifier, threshold=0.5) >= real
+    with pytest.raises(ValueError, match="threshold"):
+        confident_share(test_digits.images, classifier, threshold=1.5)
