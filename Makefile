@@ -9,12 +9,38 @@ BIN := $(VENV)/bin
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
+# PyTorch first. On Linux, pip's default torch wheel pulls about 3 GB of CUDA libraries; on a machine
+# without an NVIDIA GPU (no `nvidia-smi`) the venv gets the CPU build instead: the newest `+cpu` release
+# that pip finds on the CPU index or its configured indexes and wheel folders (offline too). A torch already in
+# the venv is kept (.ci/run installs one); with an NVIDIA GPU, or on macOS/Windows, pip's default is right.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
+$(VENV)/.torch: | $(BIN)/python
+	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
+		echo "torch: keeping the installed $$($(BIN)/python -c 'import torch; print(torch.__version__)')"; \
+	elif [ "$$(uname -s)" != Linux ] || command -v nvidia-smi >/dev/null 2>&1; then \
+		echo "torch: NVIDIA GPU or not Linux, pip's default build"; \
+	else \
+		version=$$($(BIN)/python -m pip index versions torch --extra-index-url $(TORCH_CPU_INDEX) --retries 1 2>/dev/null \
+			| sed -n 's/^Available versions: //p' | tr ',' '\n' | tr -d ' ' | grep '+cpu$$' | head -n 1); \
+		if [ -n "$$version" ]; then \
+			echo "torch: no NVIDIA GPU, installing the CPU build torch==$$version"; \
+			$(BIN)/python -m pip install --quiet --retries 1 "torch==$$version" --extra-index-url $(TORCH_CPU_INDEX) || exit 1; \
+		else \
+			echo "torch: no NVIDIA GPU, but no CPU build found on $(TORCH_CPU_INDEX): pip's default build (with CUDA)"; \
+		fi; \
+	fi
+	touch $@
+
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/python $(VENV)/.torch
 	$(BIN)/python -m pip install --quiet -e ".[$*]"
 	touch $@
 
+# `make lab PORT=8899 LAB_ARGS=--no-browser`; as root (a container) Jupyter needs --allow-root.
+PORT ?= 8888
+LAB_ARGS ?=
 lab: $(VENV)/.installed-dev
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # Unit tests + every notebook under notebooks/ executed by nbval in quick mode (see conftest.py).
 test: $(VENV)/.installed-test
@@ -33,3 +59,15 @@ full-outputs: $(VENV)/.installed-dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+.PHONY: student slides
+
+# Student versions for handing out: every notebook without its solutions (stubs left), outputs cleared.
+student: $(VENV)/.installed-test
+	rm -rf student
+	$(BIN)/python tools/student_version.py notebooks student
+
+# Reveal.js decks of the committed notebooks (slide types set by tools/slides.py) in slides/; open in a browser.
+slides: $(VENV)/.installed-dev
+	$(BIN)/python tools/slides.py --check
+	$(BIN)/jupyter nbconvert --to slides --SlidesExporter.reveal_scroll=True --output-dir slides notebooks/*.ipynb

@@ -220,12 +220,21 @@ def snapshot_grid(
 
 
 def snapshot_slider(snapshots: dict[int, torch.Tensor], real: torch.Tensor, centres: torch.Tensor) -> Any:
-    """An ipywidgets slider over the training snapshots (needs a live notebook front end to move)."""
+    """A widget: a slider over the training snapshots and the snapshot it points at, redrawn as it moves.
+
+    Without a live front end (a static viewer, nbval) the cell shows the last snapshot as a picture.
+    """
     import ipywidgets as widgets
 
-    def show(index: int) -> None:
-        draw_snapshot(snapshots, index, real, centres)
-        plt.show()
+    from .plotting import SliderFigure
 
-    slider = widgets.IntSlider(value=len(snapshots) - 1, min=0, max=len(snapshots) - 1, description="snapshot")
-    return widgets.interact(show, index=slider)
+    if not snapshots:
+        raise ValueError("no snapshots to scrub through: train with snapshot_steps holding at least one step")
+
+    def draw(values: dict[str, int]) -> Figure:
+        ax = Figure(figsize=(4.5, 4.5)).subplots()
+        return draw_snapshot(snapshots, values["index"], real, centres, ax=ax)
+
+    last = len(snapshots) - 1
+    slider = widgets.IntSlider(value=last, min=0, max=last, description="snapshot")
+    return SliderFigure({"index": slider}, draw)

@@ -104,7 +104,7 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images from the model, z ~ N(0, I): Bernoulli means in [0, 1], shape (n, 1, 28, 28).
+        """n images from the model, z ~ N(0, I): Bernoulli means in [0, 1], shape (n, 1, 28, 28), in eval mode.
 
         The codes are decoded in chunks of SAMPLE_CHUNK, so a large n fits in memory and gives the same
         images as one big batch. n = 0 gives an empty (0, 1, 28, 28) tensor.
@@ -113,7 +113,11 @@ class VAE(nn.Module):
         z = torch.randn(n, self.latent_dim, generator=generator, device="cpu" if generator else self.device)
         if n == 0:
             return torch.empty(0, *IMAGE_SHAPE, device=self.device)
-        return torch.cat([torch.sigmoid(self.decode(chunk)) for chunk in z.to(self.device).split(SAMPLE_CHUNK)])
+        was_training = self.training
+        self.eval()  # dropout off while sampling; the previous mode is restored below
+        images = torch.cat([torch.sigmoid(self.decode(chunk)) for chunk in z.to(self.device).split(SAMPLE_CHUNK)])
+        self.train(was_training)
+        return images
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -159,11 +159,19 @@ def test_slider_callback_and_grid_draw_headlessly():
     plt.close("all")
 
 
-def test_snapshot_slider_builds_a_widget():
-    pytest.importorskip("ipywidgets")
+def test_snapshot_slider_returns_a_widget_that_redraws():
+    import ipywidgets as widgets
+
     from genvar_helpers.gan2d import snapshot_slider
 
     data = ring_of_gaussians(50, seed=0)
-    widget = snapshot_slider({0: torch.zeros(5, 2), 10: torch.ones(5, 2)}, data.samples, data.centres)
-    assert widget is not None
+    ui = snapshot_slider({0: torch.zeros(5, 2), 10: torch.ones(5, 2) * 3}, data.samples, data.centres)
+    assert isinstance(ui, widgets.Widget)
+    (slider,) = ui.children[0].children
+    assert (slider.min, slider.max, slider.value) == (0, 1, 1), "the slider starts at the last snapshot"
+    last = bytes(ui.image.value)
+    slider.value = 0
+    assert bytes(ui.image.value) != last, "moving the slider redraws the figure"
+    with pytest.raises(ValueError, match="no snapshots"):
+        snapshot_slider({}, data.samples, data.centres)
     plt.close("all")

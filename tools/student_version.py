@@ -1,10 +1,13 @@
-"""Write student versions of the notebooks: solutions removed, their outputs cleared.
+"""Write student versions of the notebooks: solutions removed, every output cleared.
 
+    make student                               # the same as the next line
     python tools/student_version.py            # notebooks/*.ipynb -> student/*.ipynb
 
 Code between `### BEGIN SOLUTION` and `### END SOLUTION` lines (the nbgrader
-convention) is replaced by a `# YOUR CODE HERE` stub; the cell's outputs are
-cleared so the answer does not show either. Everything else is kept.
+convention) is replaced by a `# YOUR CODE HERE` stub. Every cell's outputs and
+the saved widget state are cleared too: a later cell's output could give an
+answer away, and students see each result appear as they run the notebook.
+Everything else (prose, code, checks) is kept.
 """
 
 from __future__ import annotations
@@ -45,10 +48,13 @@ def student_notebook(path: Path) -> tuple[nbformat.NotebookNode, int]:
     notebook = nbformat.read(path, as_version=4)
     total = 0
     for cell in notebook.cells:
-        if cell.cell_type == "code" and BEGIN in cell.source:
+        if cell.cell_type != "code":
+            continue
+        if BEGIN in cell.source or END in cell.source:
             cell.source, blocks = strip_solutions(cell.source)
-            cell.outputs, cell.execution_count = [], None
             total += blocks
+        cell.outputs, cell.execution_count = [], None
+    notebook.metadata.pop("widgets", None)
     return notebook, total
 
 
@@ -57,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", nargs="?", type=Path, default=Path("notebooks"))
     parser.add_argument("target", nargs="?", type=Path, default=Path("student"))
     args = parser.parse_args(argv)
+    if args.target.resolve() == args.source.resolve():
+        parser.error("the target folder must differ from the source: the tool would overwrite the solutions")
     args.target.mkdir(parents=True, exist_ok=True)
     for path in sorted(args.source.glob("*.ipynb")):
         notebook, removed = student_notebook(path)
