@@ -1,4 +1,5 @@
-"""GANs on MNIST (notebooks 04 and 05): MLP and DCGAN models, the two losses, DiffAugment and the training loops.
+"""GANs on MNIST (notebooks 04 and 05): MLP and DCGAN models, the two losses, DiffAugment and the training loops;
+the Wasserstein loop of notebook 08, `train_wgan`, for images and 2D points.
 
 Conventions: generators map z ~ N(0, I) to images in [-1, 1] (tanh), so real
 data is rescaled from [0, 1] to [-1, 1] before the discriminator sees it.
@@ -21,7 +22,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .gan2d import r1_penalty
+from .gan2d import (
+    Generator2D,
+    check_critic,
+    clip_weights,
+    gradient_penalty,
+    make_optimizer,
+    r1_penalty,
+    wasserstein_critic_loss,
+    wasserstein_generator_loss,
+)
 from .runtime import SAMPLE_CHUNK, check_count, check_finite
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -103,11 +113,25 @@ class MinibatchStd(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """784 pixels -> fully connected layers (LeakyReLU, dropout) -> one logit (no sigmoid)."""
+    """784 pixels -> fully connected layers (LeakyReLU, dropout) -> one logit (no sigmoid).
 
-    def __init__(self, hidden: tuple[int, ...] = (512, 256), dropout: float = 0.3, minibatch_std: bool = True) -> None:
+    `spectral_norm=True` holds every layer's largest singular value at 1 (Miyato et al. 2018, notebook 08).
+    """
+
+    def __init__(
+        self,
+        hidden: tuple[int, ...] = (512, 256),
+        dropout: float = 0.3,
+        minibatch_std: bool = True,
+        spectral_norm: bool = False,
+    ) -> None:
         super().__init__()
-        self.config = {"hidden": tuple(hidden), "dropout": dropout, "minibatch_std": minibatch_std}
+        self.config = {
+            "hidden": tuple(hidden),
+            "dropout": dropout,
+            "minibatch_std": minibatch_std,
+            "spectral_norm": spectral_norm,
+        }
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(IMAGE_SHAPE)
         for h in hidden:
@@ -118,6 +142,10 @@ class MLPDiscriminator(nn.Module):
             width += 1
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
+        if spectral_norm:
+            for layer in self.net:
+                if isinstance(layer, nn.Linear):
+                    nn.utils.parametrizations.spectral_norm(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(1)
@@ -157,22 +185,38 @@ class DCGANGenerator(Generator):
         return self.net(z.view(-1, self.latent_dim, 1, 1))
 
 
+def norm_2d(kind: str, channels: int) -> nn.Module:
+    """A normalisation layer: "batch" (statistics over the batch), "layer" (over one image: per sample) or "none"."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)  # a single group: layer normalisation with a scale and shift per channel
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be 'batch', 'layer' or 'none'; got {kind!r}")
+
+
 class DCGANDiscriminator(nn.Module):
     """28x28 -> 14x14 -> 7x7 by strided convolutions (LeakyReLU 0.2, BatchNorm but not on the input) -> one logit.
 
     `minibatch_std=True` adds the batch-variety channel (`MinibatchStd`) before the last layer.
     `spectral_norm=True` replaces BatchNorm by spectral normalisation of every convolution
     (Miyato et al. 2018): each layer's largest singular value is held at 1, so D stays smooth.
+    `norm` ("batch", "layer" or "none"; default "batch", or "none" with spectral_norm) picks the
+    normalisation of the middle layer; a WGAN-GP critic needs a per-sample one (notebook 08).
     """
 
-    def __init__(self, ndf: int = 32, minibatch_std: bool = False, spectral_norm: bool = False) -> None:
+    def __init__(
+        self, ndf: int = 32, minibatch_std: bool = False, spectral_norm: bool = False, norm: str | None = None
+    ) -> None:
         super().__init__()
-        self.config = {"ndf": ndf, "minibatch_std": minibatch_std, "spectral_norm": spectral_norm}
+        norm = norm or ("none" if spectral_norm else "batch")
+        self.config = {"ndf": ndf, "minibatch_std": minibatch_std, "spectral_norm": spectral_norm, "norm": norm}
         self.net = nn.Sequential(
-            nn.Conv2d(1, ndf, 4, 2, 1),  # 28 -> 14, no BatchNorm on the input layer
+            nn.Conv2d(1, ndf, 4, 2, 1),  # 28 -> 14, no normalisation on the input layer
             nn.LeakyReLU(0.2),
             nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False),  # 14 -> 7
-            nn.Identity() if spectral_norm else nn.BatchNorm2d(ndf * 2),
+            norm_2d(norm, ndf * 2),
             nn.LeakyReLU(0.2),
         )
         self.minibatch_std = MinibatchStd() if minibatch_std else nn.Identity()
@@ -184,6 +228,29 @@ class DCGANDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.minibatch_std(self.net(x))).flatten()
+
+
+def spectral_norm_estimate(
+    weight: torch.Tensor, iterations: int = 100, generator: torch.Generator | None = None
+) -> float:
+    """The largest singular value of `weight` by power iteration, what spectral normalisation divides by.
+
+    A conv kernel (out, in, k, k) is read as the matrix (out, in * k * k), as torch's `spectral_norm` reads
+    it. From a random unit u, repeat v = W^T u / ||W^T u||, u = W v / ||W v||; then sigma = u^T W v.
+    `generator` (a torch.Generator) fixes the start.
+    """
+    if weight.ndim < 2 or weight.numel() == 0 or not torch.isfinite(weight).all():
+        raise ValueError(
+            f"weight must be a finite tensor with at least 2 dimensions (a layer's weight); got {list(weight.shape)}"
+        )
+    iterations = _positive("iterations", iterations)
+    w = weight.detach().float().reshape(len(weight), -1)
+    device = generator.device if generator is not None else w.device
+    u = F.normalize(torch.randn(len(w), generator=generator, device=device).to(w.device), dim=0)
+    for _ in range(iterations):
+        v = F.normalize(w.T @ u, dim=0)
+        u = F.normalize(w @ v, dim=0)
+    return (u @ w @ v).item()
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_target: float = 1.0) -> torch.Tensor:
@@ -464,4 +531,112 @@ def train_gan(
     run.images_per_second = steps * getattr(batches, "batch_size", len(real)) / run.seconds
     generator.eval()
     discriminator.eval()
+    return run
+
+
+def train_wgan(
+    generator: Generator | Generator2D,
+    critic: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, ...]],
+    *,
+    steps: int,
+    loss: str = "wgan-gp",
+    n_critic: int = 5,
+    lr: float = 1e-4,
+    lr_d: float | None = None,
+    betas: tuple[float, float] = (0.0, 0.9),
+    optimizer: str = "adam",
+    clip: float = 0.01,
+    gp_weight: float = 10.0,
+    images: bool = True,
+    ema_decay: float | None = None,
+    snapshot_every: int = 0,
+    fixed_z: torch.Tensor | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> GANRun:
+    """The loop of notebook 08: per generator step, `n_critic` critic steps, each on the next batch from `batches`.
+
+    `loss`: "wgan-gp" (Gulrajani et al. 2017): the critic minimises mean D(G(z)) - mean D(x) plus gp_weight
+    x `gradient_penalty`; "wgan" (Arjovsky et al. 2017): no penalty, the critic's weights are clipped to
+    [-clip, clip] (their recipe: optimizer="rmsprop", lr=5e-5); G minimises -mean D(G(z)). "ns" is the
+    non-saturating loss, for comparison: with n_critic=1 and lr_d=None this is `train_gan_basic`.
+    `steps` counts generator steps, so a run reads steps x n_critic batches. `lr_d` (default `lr`) is the
+    critic's learning rate (TTUR). `images=True`: batches yield images in [0, 1], mapped to [-1, 1], and
+    snapshots are `sample(z=fixed_z)` in [0, 1]; `images=False`: batches yield points used as they are
+    (2D toy data), and snapshots are G(fixed_z). `ema_decay`, `snapshot_every` and `fixed_z` (64 codes by
+    default) act as in `train_gan_basic`. History, one row per generator step, the critic's numbers from its
+    last step: "loss_D", "loss_G", then for "ns" the mean D(x), D(G(z)) as probabilities; for WGAN the mean
+    raw scores "critic(x)", "critic(G(z))" and their difference "W_estimate", and "gp" (unweighted) for "wgan-gp".
+    """
+    check_critic(critic, loss)
+    steps, n_critic = _positive("steps", steps), _positive("n_critic", n_critic)
+    if gp_weight < 0:
+        raise ValueError(f"gp_weight must be >= 0; got {gp_weight}")
+    if loss == "wgan":
+        clip_weights(critic, clip)  # the critic starts inside the box (this also checks clip)
+    torch.manual_seed(seed)
+    device = next(generator.parameters()).device
+    opt_g = make_optimizer(generator.parameters(), lr, betas, optimizer)
+    opt_d = make_optimizer(critic.parameters(), lr_d or lr, betas, optimizer)
+    ema = copy.deepcopy(generator).requires_grad_(False) if ema_decay else None
+    if snapshot_every and fixed_z is None:
+        fixed_z = torch.randn(64, generator.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    names = ["D(x)", "D(G(z))"] if loss == "ns" else ["critic(x)", "critic(G(z))", "W_estimate"]
+    run = GANRun({key: [] for key in ["loss_D", "loss_G", *names] + ["gp"] * (loss == "wgan-gp")}, generator_ema=ema)
+
+    @torch.no_grad()
+    def snapshot(step: int) -> None:
+        if snapshot_every and (step % snapshot_every == 0 or step == steps):
+            g = ema or generator
+            run.snapshots[step] = (g.sample(len(fixed_z), z=fixed_z) if images else g(fixed_z)).cpu()  # type: ignore
+
+    rows: list[torch.Tensor] = []  # kept on the device, read once at the end (no sync per step)
+    generator.train()
+    critic.train()
+    source, start, n_real = cycle_batches(batches, steps * n_critic), time.perf_counter(), 0
+    for step in tqdm(range(steps), desc=f"{loss} training", disable=not progress):
+        snapshot(step)
+        for _ in range(n_critic):  # critic steps: the fakes are detached, so they do not touch G
+            real = next(source)
+            real = to_tanh_range(real) if images else real
+            fake = generator(torch.randn(len(real), generator.latent_dim, device=device))
+            real_scores, fake_scores = critic(real), critic(fake.detach())
+            if loss == "ns":
+                loss_d = discriminator_loss(real_scores, fake_scores)
+            else:  # real scores up, generated ones down, with no ceiling: only the constraint bounds them
+                loss_d = wasserstein_critic_loss(real_scores, fake_scores)
+            if loss == "wgan-gp":  # gradient norm 1 between real and generated samples: a soft Lipschitz constraint
+                gp = gradient_penalty(critic, real, fake)
+                loss_d = loss_d + gp_weight * gp
+            check_finite(loss_d, step, "critic loss")
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            if loss == "wgan":  # the hard constraint: every weight back into [-clip, clip]
+                clip_weights(critic, clip)
+            n_real += len(real)
+        # Generator step, on the last fakes (G has not changed since): gradients flow through the critic into G.
+        scores = critic(fake)
+        loss_g = generator_loss(scores) if loss == "ns" else wasserstein_generator_loss(scores)
+        check_finite(loss_g, step, "generator loss")
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        if ema is not None:
+            ema_update(ema, generator, ema_decay)  # type: ignore[arg-type]
+        if loss == "ns":
+            stats = [real_scores.sigmoid().mean(), fake_scores.sigmoid().mean()]
+        else:
+            stats = [real_scores.mean(), fake_scores.mean(), real_scores.mean() - fake_scores.mean()]
+        if loss == "wgan-gp":
+            stats.append(gp)
+        rows.append(torch.stack([loss_d, loss_g, *stats]).detach())
+    snapshot(steps)
+    for key, column in zip(run.history, torch.stack(rows).cpu().T.tolist(), strict=True):
+        run.history[key] = column
+    run.seconds = time.perf_counter() - start
+    run.images_per_second = n_real / run.seconds
+    generator.eval()
+    critic.eval()
     return run

@@ -1,9 +1,15 @@
 """A GAN on 2D toy data (notebook 03): MLP generator and discriminator, packing (PacGAN), the R1 gradient
-penalty, a training loop that keeps snapshots of the generator, and a slider to scrub through them."""
+penalty, a training loop that keeps snapshots of the generator, and a slider to scrub through them.
+
+Notebook 08 adds the Wasserstein losses, weight clipping and the WGAN-GP gradient penalty; they live here,
+beside R1, and its loop `gan.train_wgan` uses them on 2D points and on images alike.
+"""
 
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,16 +67,29 @@ class Discriminator2D(nn.Module):
 
     `minibatch_std=True` appends one feature to every pack: the mean standard deviation of the
     packs in the batch, so D can also see how spread out a whole batch is.
+    `spectral_norm=True` holds every layer's largest singular value at 1 (Miyato et al. 2018, notebook 08).
     """
 
-    def __init__(self, hidden: int = 128, depth: int = 3, pack: int = 1, minibatch_std: bool = False) -> None:
+    def __init__(
+        self, hidden: int = 128, depth: int = 3, pack: int = 1, minibatch_std: bool = False, spectral_norm: bool = False
+    ) -> None:
         super().__init__()
         if pack < 1:
             raise ValueError(f"pack must be >= 1; got {pack}")
-        self.config = {"hidden": hidden, "depth": depth, "pack": pack, "minibatch_std": minibatch_std}
+        self.config = {
+            "hidden": hidden,
+            "depth": depth,
+            "pack": pack,
+            "minibatch_std": minibatch_std,
+            "spectral_norm": spectral_norm,
+        }
         self.pack = pack
         self.minibatch_std = minibatch_std
         self.net = mlp(2 * pack + int(minibatch_std), 1, hidden, depth)
+        if spectral_norm:
+            for layer in self.net:
+                if isinstance(layer, nn.Linear):
+                    nn.utils.parametrizations.spectral_norm(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (n, 2) with n divisible by pack -> logits (n // pack,)."""
@@ -89,6 +108,92 @@ def r1_penalty(logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """
     (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
     return grad.pow(2).sum() / len(logits)
+
+
+# ---------------------------------------------------------------- Wasserstein GANs (notebook 08)
+
+LOSSES = ("ns", "wgan", "wgan-gp")  # non-saturating; WGAN with weight clipping; WGAN with gradient penalty
+
+
+def wasserstein_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """mean D(G(z)) - mean D(x): minimising it maximises the critic's Wasserstein estimate (Arjovsky et al. 2017)."""
+    return fake_scores.mean() - real_scores.mean()
+
+
+def wasserstein_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    """-mean D(G(z)): the generator moves its samples up the critic's slope."""
+    return -fake_scores.mean()
+
+
+def gradient_penalty(
+    critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): mean of (||grad D(x_hat)||_2 - 1)^2 at x_hat = alpha x + (1 - alpha) G(z).
+
+    alpha ~ Uniform(0, 1), one per sample, puts x_hat on the segment from a generated sample to a real one.
+    `generator` (a torch.Generator) fixes the alphas. The graph is kept (`create_graph=True`), so the penalty
+    trains the critic. The critic must score each sample on its own (no BatchNorm, minibatch std or packing).
+    """
+    if real.shape != fake.shape or len(real) == 0:
+        raise ValueError(
+            f"real {list(real.shape)} and fake {list(fake.shape)} must be non-empty batches of the same shape: "
+            "pass as many generated samples as real ones"
+        )
+    shape = (len(real),) + (1,) * (real.ndim - 1)  # one alpha per sample, broadcast over its features
+    device = generator.device if generator is not None else real.device
+    alpha = torch.rand(shape, generator=generator, device=device, dtype=real.dtype).to(real.device)
+    x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    scores = critic(x_hat)
+    if scores.shape != (len(real),):
+        raise ValueError(
+            f"the critic gave scores of shape {list(scores.shape)} for {len(real)} samples: the gradient penalty "
+            "needs one score per sample (use pack=1)"
+        )
+    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+@torch.no_grad()
+def clip_weights(module: nn.Module, c: float) -> None:
+    """Clamp every parameter of `module` into [-c, c], in place: the original WGAN's crude Lipschitz constraint."""
+    if isinstance(c, bool) or not isinstance(c, numbers.Real) or not 0 < c < math.inf:
+        raise ValueError(f"clip c must be a finite number > 0 (WGAN used 0.01); got {c!r}")
+    for p in module.parameters():
+        p.clamp_(-c, c)
+
+
+def check_critic(critic: nn.Module, loss: str) -> None:
+    """Entrance check of the training loops: `loss` is one of LOSSES, and a WGAN-GP critic scores samples one by one.
+
+    The gradient penalty is about each sample's own gradient; BatchNorm, minibatch std or packing mix
+    the samples of a batch, so each score would also depend on (and pass gradient to) the others.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}")
+    if loss != "wgan-gp":
+        return
+    config = getattr(critic, "config", {})
+    if any(isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d) for m in critic.modules()):
+        raise ValueError(
+            "the WGAN-GP critic has BatchNorm, which mixes the samples of a batch: build it with "
+            "norm='layer' or norm='none' (or spectral_norm=True)"
+        )
+    if config.get("minibatch_std") or config.get("pack", 1) > 1:
+        raise ValueError(
+            "the WGAN-GP critic uses minibatch std or packing, which mix the samples of a batch: "
+            "build it with minibatch_std=False and pack=1"
+        )
+
+
+def make_optimizer(
+    params: Iterable[nn.Parameter], lr: float, betas: tuple[float, float], name: str = "adam"
+) -> torch.optim.Optimizer:
+    """Adam(lr, betas), or RMSprop(lr) as in the original WGAN (which found momentum unsettled the clipped critic)."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    raise ValueError(f"optimizer must be 'adam' or 'rmsprop'; got {name!r}")
 
 
 @dataclass
