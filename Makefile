@@ -56,6 +56,7 @@ full-outputs: $(VENV)/.installed-dev
 	@test -n "$(NB)" || (echo "give the notebook: make full-outputs NB=notebooks/05_dcgan.ipynb" && false)
 	cd $(dir $(NB)) && GENVAR_QUICK= $(abspath $(BIN))/jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.timeout=-1 $(notdir $(NB))
+	$(BIN)/python tools/slides.py $(NB)  # figures get their own slides: outputs decide some slide types
 
 clean:
 	rm -rf $(VENV) .pytest_cache

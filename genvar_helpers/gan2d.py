@@ -224,7 +224,7 @@ def train_gan_2d(
 
     `data` is an (N, 2) tensor of real points; each step draws `batch_size` of them at random.
     `lr_end`, if given, decays both learning rates linearly from `lr` to `lr_end` over the run
-    (late small steps let G settle on the narrow modes instead of circling around them).
+    (meant to let G settle on the narrow modes with late small steps; notebook 03 measures whether it helps).
     `r1_weight` (gamma) > 0 adds gamma / 2 * `r1_penalty` to D's loss: D is kept flat on the real data, so it
     cannot overshoot and G's samples are led to the modes instead of oscillating (history gains "r1").
     `snapshot_steps` (default: 10 evenly spaced, 0 and `steps` included) are the steps at which
