@@ -34,10 +34,13 @@ from .runtime import environment_report, get_device, seed_everything
 
 ROOT = Path(__file__).resolve().parent.parent
 # The recipes of notebooks 04 (MLP GAN) and 05 (DCGAN), without their EMA generators: the benchmark
-# scores the trained G itself. tests/test_bench.py reads the notebooks' training cells and holds them equal.
+# scores the trained G itself. Each recipe names its loop: 04 trains with the plain `train_gan_basic`, 05 with
+# `train_gan` and its options. tests/test_bench.py reads the notebooks' training cells and holds them equal.
 GAN_MLP_DISCRIMINATOR = {"dropout": 0.3, "minibatch_std": True}
-GAN_MLP_TRAINING = {"lr": 2e-4, "augment": None}
+GAN_MLP_LOOP = "train_gan_basic"
+GAN_MLP_TRAINING = {"lr": 2e-4}
 DCGAN_DISCRIMINATOR = {"ndf": 32, "minibatch_std": True, "spectral_norm": True}
+DCGAN_LOOP = "train_gan"
 DCGAN_TRAINING = {"lr": 2e-4, "lr_d": 4e-4, "augment": None}
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -53,13 +56,14 @@ def _train_gan(name: str, budget: int, data: torch.Tensor, device: torch.device)
     seed_everything(0)
     if name == "gan_mlp":
         generator, discriminator = gan.MLPGenerator(), gan.MLPDiscriminator(**GAN_MLP_DISCRIMINATOR)
-        options: dict[str, Any] = GAN_MLP_TRAINING
+        loop, options = GAN_MLP_LOOP, GAN_MLP_TRAINING
     else:
         generator, discriminator = gan.DCGANGenerator(), gan.DCGANDiscriminator(**DCGAN_DISCRIMINATOR)
-        options = DCGAN_TRAINING
+        loop, options = DCGAN_LOOP, DCGAN_TRAINING
     generator, discriminator = generator.to(device), discriminator.to(device)
     batches = TensorBatches(data, batch_size=64, device=device, seed=0)
-    run = gan.train_gan(generator, discriminator, batches, steps=max(1, budget // 64), progress=False, **options)
+    train: Callable[..., gan.GANRun] = getattr(gan, loop)
+    run = train(generator, discriminator, batches, steps=max(1, budget // 64), progress=False, **options)
     return generator, run.seconds, run.images_per_second
 
 

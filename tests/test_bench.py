@@ -91,8 +91,9 @@ def _training_cell_calls(path):
     """Keyword arguments of each `<module>.<name>(...)` call in the notebook cell that trains with snapshots."""
     import nbformat
 
+    loops = (".train_gan(", ".train_gan_basic(")
     for cell in nbformat.read(path, as_version=4).cells:
-        if cell.cell_type == "code" and ".train_gan(" in cell.source and "snapshot_every" in cell.source:
+        if cell.cell_type == "code" and any(loop in cell.source for loop in loops) and "snapshot_every" in cell.source:
             code = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
             return {
                 node.func.attr: {k.arg: k.value for k in node.keywords}
@@ -103,17 +104,27 @@ def _training_cell_calls(path):
 
 
 @pytest.mark.parametrize(
-    ("notebook", "discriminator", "discriminator_options", "training_options"),
+    ("notebook", "loop", "discriminator", "discriminator_options", "training_options"),
     [
-        ("04_gan_mnist_mlp.ipynb", "MLPDiscriminator", bench.GAN_MLP_DISCRIMINATOR, bench.GAN_MLP_TRAINING),
-        ("05_dcgan.ipynb", "DCGANDiscriminator", bench.DCGAN_DISCRIMINATOR, bench.DCGAN_TRAINING),
+        (
+            "04_gan_mnist_mlp.ipynb",
+            bench.GAN_MLP_LOOP,
+            "MLPDiscriminator",
+            bench.GAN_MLP_DISCRIMINATOR,
+            bench.GAN_MLP_TRAINING,
+        ),
+        ("05_dcgan.ipynb", bench.DCGAN_LOOP, "DCGANDiscriminator", bench.DCGAN_DISCRIMINATOR, bench.DCGAN_TRAINING),
     ],
 )
-def test_benchmark_trains_the_notebooks_gan_recipes(notebook, discriminator, discriminator_options, training_options):
-    """The benchmark's GAN recipes copy the notebooks' training cells; this keeps each pair equal."""
+def test_benchmark_trains_the_notebooks_gan_recipes(
+    notebook, loop, discriminator, discriminator_options, training_options
+):
+    """The benchmark's GAN recipes copy the notebooks' training cells, loop included; this keeps each pair equal."""
     calls = _training_cell_calls(bench.ROOT / "notebooks" / notebook)
+    loops = {"train_gan", "train_gan_basic"} & set(calls)
+    assert loops == {loop}, f"{notebook} trains with {sorted(loops)}; the benchmark with {loop}"
     not_recipe = {"steps", "ema_decay", "snapshot_every", "fixed_z", "amp", "compile", "seed", "progress"}
-    training = {k: ast.literal_eval(v) for k, v in calls["train_gan"].items() if k not in not_recipe}
+    training = {k: ast.literal_eval(v) for k, v in calls[loop].items() if k not in not_recipe}
     assert training == training_options, f"{notebook} trains with {training}"
     built = {k: ast.literal_eval(v) for k, v in calls[discriminator].items()}
     assert built == discriminator_options, f"{notebook} builds {discriminator}({built})"
