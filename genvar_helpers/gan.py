@@ -201,7 +201,8 @@ class DCGANDiscriminator(nn.Module):
 
     `minibatch_std=True` adds the batch-variety channel (`MinibatchStd`) before the last layer.
     `spectral_norm=True` replaces BatchNorm by spectral normalisation of every convolution
-    (Miyato et al. 2018): each layer's largest singular value is held at 1, so D stays smooth.
+    (Miyato et al. 2018): the largest singular value of each reshaped kernel matrix is held at 1, which bounds
+    how fast D can change only up to a factor set by kernel size and stride (notebook 05 measures it).
     `norm` ("batch", "layer" or "none"; default "batch", or "none" with spectral_norm) picks the
     normalisation of the middle layer; a WGAN-GP critic needs a per-sample one (notebook 08).
     """
