@@ -5,78 +5,21 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
-import socket
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fake_mnist import FakeMirror, dead_url, make_mnist_files
 
 from genvar_helpers import data
 
 N_TRAIN, N_TEST = 12, 6
 
 
-def idx_bytes(array: np.ndarray) -> bytes:
-    """Encode a uint8 array in the IDX format MNIST uses."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def make_mnist_files(rng: np.random.Generator) -> dict[str, bytes]:
-    files = {}
-    for split, n in (("train", N_TRAIN), ("test", N_TEST)):
-        names = data.MNIST_FILES[split]
-        files[names["images"]] = gzip.compress(idx_bytes(rng.integers(0, 256, (n, 28, 28))))
-        files[names["labels"]] = gzip.compress(idx_bytes(rng.integers(0, 10, n)))
-    return files
-
-
-class FakeMirror:
-    """An HTTP server on 127.0.0.1 that serves given files and counts the requests it gets."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files, self.requests = dict(files), []
-        mirror = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                name = self.path.rsplit("/", 1)[-1]
-                mirror.requests.append(name)
-                body = mirror.files.get(name)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/mnist/"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def dead_url() -> str:
-    """A URL on 127.0.0.1 where nothing listens."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/mnist/"
-
-
 @pytest.fixture
 def files() -> dict[str, bytes]:
-    return make_mnist_files(np.random.default_rng(0))
+    return make_mnist_files(np.random.default_rng(0), N_TRAIN, N_TEST)
 
 
 @pytest.fixture

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import ast
 import functools
-import gzip
 import hashlib
-import http.server
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ import matplotlib.pyplot as plt
 import nbformat
 import numpy as np
 import pytest
+from fake_mnist import FakeMirror, make_mnist_files
 from IPython.core.inputtransformer2 import TransformerManager
 
 from genvar_helpers import data
@@ -47,53 +45,10 @@ def mnist_notebooks() -> list[Path]:
     return [path for path in NOTEBOOKS if any(ANY_DATA_SOURCE.search(src) for src in code_cells(path))]
 
 
-def idx_bytes(array: np.ndarray) -> bytes:
-    """A uint8 array in the IDX format of the MNIST files: magic, dimensions, then the bytes."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
 @functools.cache
 def fake_mnist(n_train: int, seed: int) -> dict[str, bytes]:
-    """Gzipped IDX files of a small fake MNIST: random 28x28 bytes and labels."""
-    rng = np.random.default_rng(seed)
-    files = {}
-    for split, n in (("train", n_train), ("test", N_TEST)):
-        names = data.MNIST_FILES[split]
-        files[names["images"]] = gzip.compress(idx_bytes(rng.integers(0, 256, (n, 28, 28))))
-        files[names["labels"]] = gzip.compress(idx_bytes(rng.integers(0, 10, n)))
-    return files
-
-
-class LocalMirror:
-    """An HTTP server on 127.0.0.1 serving `files` by name, as an MNIST mirror does; it records the requests."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.requests: list[str] = []
-        mirror = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                name = self.path.rsplit("/", 1)[-1]
-                mirror.requests.append(name)
-                if name not in files:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(files[name])))
-                self.end_headers()
-                self.wfile.write(files[name])
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/mnist/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    """Gzipped IDX files of a small fake MNIST (cached: the same data sizes recur across notebooks)."""
+    return make_mnist_files(np.random.default_rng(seed), n_train, N_TEST)
 
 
 _SSL_CONTEXT = functools.cache(data._ssl_context)
@@ -159,7 +114,7 @@ def budget_statement(path: Path) -> tuple[str, ast.Assign]:
 def run_data_cell(path: Path, n_train: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
     """Run the setup and data cells in full mode against a local mirror of a fake MNIST with n_train digits."""
     files = fake_mnist(n_train, seed=n_train)
-    server = LocalMirror(files)
+    server = FakeMirror(files)
     try:
         monkeypatch.setattr(data, "MNIST_MIRRORS", [server.url])
         monkeypatch.setattr(data, "MNIST_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in files.items()})
