@@ -31,6 +31,8 @@ TRAINED_MODELS: dict[str, str] = {
     "dcgan": "05_dcgan.ipynb",
     "vae_mlp": "06_vae_mnist_mlp.ipynb",
     "vae_conv": "07_conv_vae_latent_space.ipynb",
+    "wgan_gp": "08_stabilising_gans.ipynb",
+    "sngan": "08_stabilising_gans.ipynb",
 }
 # The class each of them holds: `load_trained(name)` refuses a file holding anything else.
 TRAINED_CLASSES: dict[str, str] = {
@@ -38,6 +40,8 @@ TRAINED_CLASSES: dict[str, str] = {
     "dcgan": "genvar_helpers.gan:DCGANGenerator",
     "vae_mlp": "genvar_helpers.vae:MLPVAE",
     "vae_conv": "genvar_helpers.vae:ConvVAE",
+    "wgan_gp": "genvar_helpers.gan:DCGANGenerator",
+    "sngan": "genvar_helpers.gan:DCGANGenerator",
 }
 STALE_TMP_SECONDS = 3600  # temporary files of a save older than this were left by a killed run
 
