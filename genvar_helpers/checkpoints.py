@@ -33,6 +33,8 @@ TRAINED_MODELS: dict[str, str] = {
     "vae_conv": "07_conv_vae_latent_space.ipynb",
     "wgan_gp": "08_stabilising_gans.ipynb",
     "sngan": "08_stabilising_gans.ipynb",
+    "cgan": "09_conditional_and_disentangled.ipynb",
+    "cvae": "09_conditional_and_disentangled.ipynb",
 }
 # The class each of them holds: `load_trained(name)` refuses a file holding anything else.
 TRAINED_CLASSES: dict[str, str] = {
@@ -42,6 +44,8 @@ TRAINED_CLASSES: dict[str, str] = {
     "vae_conv": "genvar_helpers.vae:ConvVAE",
     "wgan_gp": "genvar_helpers.gan:DCGANGenerator",
     "sngan": "genvar_helpers.gan:DCGANGenerator",
+    "cgan": "genvar_helpers.conditional:ConditionalGenerator",
+    "cvae": "genvar_helpers.conditional:CVAE",
 }
 STALE_TMP_SECONDS = 3600  # temporary files of a save older than this were left by a killed run
 
