@@ -35,6 +35,8 @@ TRAINED_MODELS: dict[str, str] = {
     "sngan": "08_stabilising_gans.ipynb",
     "cgan": "09_conditional_and_disentangled.ipynb",
     "cvae": "09_conditional_and_disentangled.ipynb",
+    "vae_gan": "10_hybrids.ipynb",
+    "aae": "10_hybrids.ipynb",
 }
 # The class each of them holds: `load_trained(name)` refuses a file holding anything else.
 TRAINED_CLASSES: dict[str, str] = {
@@ -46,6 +48,8 @@ TRAINED_CLASSES: dict[str, str] = {
     "sngan": "genvar_helpers.gan:DCGANGenerator",
     "cgan": "genvar_helpers.conditional:ConditionalGenerator",
     "cvae": "genvar_helpers.conditional:CVAE",
+    "vae_gan": "genvar_helpers.hybrid:VAEGAN",
+    "aae": "genvar_helpers.hybrid:AAE",
 }
 STALE_TMP_SECONDS = 3600  # temporary files of a save older than this were left by a killed run
 

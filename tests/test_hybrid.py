@@ -1,0 +1,125 @@
+"""The hybrids of notebook 10 (`genvar_helpers.hybrid`): shapes and ranges, the parts of their losses, training
+that lowers a loss, and the `vae_gan` / `aae` checkpoints (round trip in a temporary folder; the committed ones
+once they exist)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from genvar_helpers import checkpoints, hybrid
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NAMES = {"vae_gan": "genvar_helpers.hybrid:VAEGAN", "aae": "genvar_helpers.hybrid:AAE"}
+
+
+def _images(n: int = 64, seed: int = 0) -> torch.Tensor:
+    """Blurry blobs in [0, 1], shaped like MNIST digits."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.avg_pool2d(torch.rand(n, 1, 28, 28, generator=g), 5, 1, 2).clamp(0, 1) ** 2
+
+
+@pytest.mark.parametrize(
+    "model", [hybrid.VAEGAN(latent_dim=8, channels=8, hidden=16, ndf=8), hybrid.AAE(prior="mixture")]
+)
+def test_sample_and_reconstruct_shapes_and_range(model):
+    samples = model.sample(5)
+    assert samples.shape == (5, 1, 28, 28) and samples.min() >= 0 and samples.max() <= 1
+    assert model.sample(0).shape == (0, 1, 28, 28)
+    assert model.reconstruct(_images(3)).shape == (3, 1, 28, 28)
+
+
+def test_feature_loss_is_zero_for_identical_inputs_and_positive_otherwise():
+    model = hybrid.VAEGAN(latent_dim=4, channels=8, hidden=16, ndf=8)
+    x = _images(6)
+    logits, features = model.critic(x)
+    assert logits.shape == (6,) and features.shape == (6, 2 * 8 * 7 * 7)
+    assert hybrid.feature_loss(model.features(x), model.features(x)).item() == 0.0
+    assert hybrid.feature_loss(model.features(x.flip(0)), model.features(x)).item() > 0
+    with pytest.raises(ValueError, match="same shape"):
+        hybrid.feature_loss(features[:3], features)
+
+
+@pytest.mark.parametrize("prior", ["gaussian", "mixture", "ring"])
+def test_prior_samplers_have_the_stated_means(prior):
+    z, component = hybrid.sample_prior(prior, 20_000, generator=torch.Generator().manual_seed(0))
+    assert z.shape == (20_000, 2) and component.shape == (20_000,)
+    assert z.mean(0).abs().max() < 0.1, "every prior here is centred on the origin"
+    if prior == "gaussian":
+        assert (z.std(0) - 1).abs().max() < 0.03
+    elif prior == "mixture":  # each component sits at its centre on the circle of radius 4, with std 0.5
+        centres = hybrid.prior_centres("mixture")
+        for k in range(10):
+            assert (z[component == k].mean(0) - centres[k]).norm() < 0.05
+        assert (z - centres[component]).std().sub(0.5).abs() < 0.02
+    else:
+        assert (z.norm(dim=1).mean() - 4).abs() < 0.01
+
+
+def test_prior_checks_its_arguments():
+    with pytest.raises(ValueError, match="prior must be one of"):
+        hybrid.AAE(prior="uniform")
+    with pytest.raises(ValueError, match="2D"):
+        hybrid.AAE(latent_dim=3, prior="ring")
+
+
+def test_vae_gan_training_lowers_its_reconstruction_loss():
+    torch.manual_seed(0)
+    model = hybrid.VAEGAN(latent_dim=8, channels=8, hidden=32, ndf=8)
+    run = hybrid.train_vae_gan(model, _images(32), steps=40, batch_size=32, progress=False)
+    pixel = run.history["pixel"]
+    assert len(pixel) == 40 and run.generator_ema is not None
+    assert sum(pixel[-5:]) / 5 < 0.9 * sum(pixel[:5]) / 5, "pixel reconstruction loss fell by over 10%"
+
+
+def test_aae_training_lowers_its_reconstruction_loss():
+    torch.manual_seed(0)
+    model = hybrid.AAE(latent_dim=2, hidden=(64,), prior="ring", code_hidden=32)
+    run = hybrid.train_aae(model, _images(32), steps=60, batch_size=32, progress=False)
+    recon = run.history["recon"]
+    assert set(run.history) == {"recon", "loss_D", "loss_E"}
+    assert sum(recon[-5:]) / 5 < 0.9 * sum(recon[:5]) / 5, "reconstruction loss fell by over 10%"
+
+
+def test_training_checks_its_inputs():
+    model = hybrid.AAE(hidden=(16,))
+    with pytest.raises(ValueError, match=r"lie in \[0, 1\]"):
+        hybrid.train_aae(model, _images(8) * 3, steps=1, batch_size=4)
+    with pytest.raises(ValueError, match="batch_size"):
+        hybrid.train_aae(model, _images(8), steps=1, batch_size=16)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registered_for_notebook_10(name):
+    assert checkpoints.TRAINED_MODELS[name] == "10_hybrids.ipynb"
+    assert (NOTEBOOKS / checkpoints.TRAINED_MODELS[name]).exists()
+    assert checkpoints.TRAINED_CLASSES[name] == NAMES[name]
+
+
+@pytest.mark.parametrize(
+    ("name", "model"),
+    [("vae_gan", hybrid.VAEGAN(latent_dim=6, channels=8, hidden=16, ndf=8)), ("aae", hybrid.AAE(prior="mixture"))],
+)
+def test_save_and_load_round_trip(name, model, tmp_path, monkeypatch):
+    monkeypatch.setenv(checkpoints.WEIGHTS_ENV, str(tmp_path))
+    meta = {"images_seen": 640, "wall_seconds": 1.5, "protocol": {"fd": 2.0}, "data_source": "bundled"}
+    checkpoints.save_trained(model, name, meta, force=True)
+    loaded = checkpoints.load_trained(name, device="cpu")
+    assert type(loaded) is type(model) and loaded.config == model.config
+    assert loaded.meta["images_seen"] == 640
+    for (key, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), key
+    g = torch.Generator().manual_seed(3)
+    assert torch.equal(model.sample(4, generator=g), loaded.sample(4, generator=torch.Generator().manual_seed(3)))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_checkpoint_loads_and_samples(name):
+    path = checkpoints.trained_path(name)
+    if not path.exists():
+        pytest.skip(f"{path.name} not committed yet: run notebooks/10_hybrids.ipynb in full mode")
+    model = checkpoints.load_trained(name, device="cpu")
+    samples = model.sample(6)
+    assert samples.shape == (6, 1, 28, 28) and samples.min() >= 0 and samples.max() <= 1
+    assert path.stat().st_size < 5_000_000, "checkpoints stay under 5 MB"
+    assert model.meta["images_seen"] > 0 and model.meta["wall_seconds"] > 0
