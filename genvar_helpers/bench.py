@@ -5,8 +5,9 @@
     python -m genvar_helpers.bench --readme bench_results/cpu.json   # rewrite README's results table
 
 Each model sees the same number of training images (the budget) on the current device.
-The table gives training images/s, wall time and the sample metrics of `metrics.evaluate_generator`
-(plus the IWAE log-likelihood for the VAEs). It also times the same DCGAN training fed by a plain
+The table gives training images/s, wall time and the series' protocol (`metrics.evaluate_protocol`: unseen
+test digits, several draws, means), with the confident share beside real digits' (plus the IWAE log-likelihood
+for the VAEs). It also times the same DCGAN training fed by a plain
 `DataLoader` and by on-device `TensorBatches`, and reports the ratio. Results go to the screen and
 to a JSON file; `--readme` turns that JSON into README.md's results table.
 """
@@ -86,8 +87,21 @@ TRAINERS: dict[str, Callable[[str, int, torch.Tensor, torch.device], tuple[Any, 
 }
 
 
-def bench_models(budget: int, n_eval: int, iwae_k: int, device: torch.device) -> list[dict[str, Any]]:
-    """Train each model on `budget` training images and measure it; one dict per model."""
+PROTOCOL_MEASURES = (
+    "classes_present",
+    "kl_from_uniform",
+    "fd",
+    "fd_real_floor",
+    "fd_ratio",
+    "precision",
+    "recall",
+    "confident_share",
+    "real_confident_share",
+)
+
+
+def bench_models(budget: int, n_eval: int, iwae_k: int, device: torch.device, draws: int = 3) -> list[dict[str, Any]]:
+    """Train each model on `budget` training images and score it with the series' protocol; one dict per model."""
     train, test = load_mnist("train"), load_mnist("test")
     classifier = metrics.load_classifier(device)
     rows = []
@@ -97,9 +111,11 @@ def bench_models(budget: int, n_eval: int, iwae_k: int, device: torch.device) ->
         row = {"model": name, "train_images": budget, "train_seconds": round(seconds, 1)}
         row["train_images_per_s"] = round(images_per_second, 1)
         start = time.perf_counter()
-        sample_metrics = metrics.evaluate_generator(model.sample, train.images, n=n_eval, classifier=classifier)
-        sample_metrics.pop("histogram")
-        row.update({k: (round(v, 4) if isinstance(v, float) else v) for k, v in sample_metrics.items()})
+        scores = metrics.evaluate_protocol(
+            model.sample, n=n_eval, draws=draws, source=train.source, classifier=classifier
+        )
+        row.update({measure: round(scores[measure]["mean"], 4) for measure in PROTOCOL_MEASURES})
+        row.update(protocol_n=scores["n"], protocol_draws=draws)
         if name.startswith("vae"):
             ll = metrics.iwae_log_likelihood(model, test.images, k=iwae_k)
             row["test_nll_nats"] = round(ll["nll_nats"], 2)
@@ -187,14 +203,18 @@ def committed_run_times(notebooks: list[Path]) -> dict[str, float | None]:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of the per-model results."""
-    header = "| model | images/s | train s | classes | KL | FD (floor) | precision | recall | test NLL (nats) |"
-    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
+    header = (
+        "| model | images/s | train s | classes | KL | FD (floor) | precision | recall | confident (real) "
+        "| test NLL (nats) |"
+    )
+    lines = [header, "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         nll = f"{r['test_nll_nats']:.1f} (k={r['iwae_k']})" if "test_nll_nats" in r else "—"
+        confident = f"{r['confident_share']:.2f} ({r['real_confident_share']:.2f})" if "confident_share" in r else "—"
         lines.append(
-            f"| {r['model']} | {r['train_images_per_s']:.0f} | {r['train_seconds']:.0f} | {r['classes_present']}/10 "
+            f"| {r['model']} | {r['train_images_per_s']:.0f} | {r['train_seconds']:.0f} | {r['classes_present']:g}/10 "
             f"| {r['kl_from_uniform']:.3f} | {r['fd']:.2f} ({r['fd_real_floor']:.2f}) | {r['precision']:.2f} "
-            f"| {r['recall']:.2f} | {nll} |"
+            f"| {r['recall']:.2f} | {confident} | {nll} |"
         )
     return "\n".join(lines)
 
@@ -206,7 +226,11 @@ def format_report(results: dict[str, Any]) -> str:
         f"Measured by `{results['command']}` on {results['date']}: {env['device']}"
         f"{' (' + env['gpu'] + ')' if 'gpu' in env else ''}, {env['cpu_threads']} CPU threads, torch {env['torch']}, "
         f"{results['data']} MNIST; budget {results['budget']:,} training images per model; "
-        f"metrics over {results['n_eval']} samples against real training digits.",
+        + (
+            f"protocol: {results['protocol']}."
+            if "protocol" in results
+            else f"metrics over {results['n_eval']} samples against real training digits."
+        ),
         "",
         format_table(results["models"]),
         "",
@@ -264,6 +288,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "n_eval": n_eval,
     }
     results["models"] = bench_models(budget, n_eval, iwae_k, device)
+    first = results["models"][0]
+    results["protocol"] = (
+        f"evaluate_protocol, {first['protocol_draws']} draws of n = {first['protocol_n']} samples against unseen "
+        f"{results['data']} test digits (means; FD floor and confident share of real test digits in brackets)"
+    )
     results["data_feeding"] = bench_data_feeding(feed_steps, device)
     notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     results["notebooks_committed_full_s"] = committed_run_times(notebooks)

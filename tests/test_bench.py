@@ -14,6 +14,7 @@ RESULTS = {
     "data": "bundled",
     "budget": 3000,
     "n_eval": 250,
+    "protocol": "evaluate_protocol, 3 draws of n = 250 samples against unseen bundled test digits",
     "models": [
         {
             "model": "vae_mlp",
@@ -25,6 +26,8 @@ RESULTS = {
             "fd_real_floor": 1.0,
             "precision": 0.5,
             "recall": 0.9,
+            "confident_share": 0.8,
+            "real_confident_share": 0.98,
             "test_nll_nats": 99.5,
             "iwae_k": 10,
         }
@@ -48,7 +51,8 @@ def test_train_for_budget_trains_each_family():
 def test_report_holds_every_figure():
     report = bench.format_report(RESULTS)
     for text in (
-        "| vae_mlp | 1234 | 3 | 10/10 | 0.010 | 5.00 (1.00) | 0.50 | 0.90 | 99.5 (k=10) |",
+        "| vae_mlp | 1234 | 3 | 10/10 | 0.010 | 5.00 (1.00) | 0.50 | 0.90 | 0.80 (0.98) | 99.5 (k=10) |",
+        "protocol: evaluate_protocol, 3 draws of n = 250 samples against unseen bundled test digits.",
         "ratio 1.50x",
         "| 00_setup_and_tour.ipynb | 12 | 20 |",
         "| 01_gan_value_function.ipynb | — | — |",
