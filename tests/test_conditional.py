@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from committed import load_committed
 
 from genvar_helpers import checkpoints, conditional, vae
 from genvar_helpers.data import TensorBatches
@@ -174,12 +175,6 @@ def test_round_trip_through_save_and_load_trained(name, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_committed_checkpoint_loads_and_samples_by_class(name):
-    path = checkpoints.trained_path(name)
-    if not path.exists():
-        pytest.skip(f"{path.name} not committed yet: run notebooks/09_conditional_and_disentangled.ipynb in full mode")
-    model = checkpoints.load_trained(name, device="cpu")
-    samples = model.sample(10, torch.arange(10))
-    assert samples.shape == (10, 1, 28, 28) and samples.min() >= 0 and samples.max() <= 1
-    assert path.stat().st_size < 5_000_000, "checkpoints stay under 5 MB"
+    model = load_committed(name, labels=torch.arange(10))
     assert model.meta["class_accuracy"] >= {"cgan": 0.97, "cvae": 0.95}[name]
     assert model.meta["source"] in ("bundled", "full") and len(model.meta["per_class_accuracy"]) == 10

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from committed import load_committed
 
 from genvar_helpers import gan
-from genvar_helpers.checkpoints import load_trained, trained_path
 
 GENERATORS = [
     lambda: gan.MLPGenerator(latent_dim=8, hidden=(32, 64)),
@@ -174,9 +174,7 @@ def test_train_gan_needs_epochs_or_steps():
 
 @pytest.mark.parametrize("name", ["gan_mlp", "dcgan"])
 def test_committed_checkpoint_loads_and_samples(name):
-    if not trained_path(name).exists():
-        pytest.skip(f"{trained_path(name)} not committed yet: run its notebook in full mode to create it")
-    g = load_trained(name, device="cpu")
+    g = load_committed(name)
     assert isinstance(g, gan.Generator)
     x = g.sample(6)
     assert x.shape == (6, 1, 28, 28) and x.min() >= 0 and x.max() <= 1

