@@ -61,7 +61,7 @@ full-outputs: $(VENV)/.installed-dev
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-.PHONY: student slides
+.PHONY: student slides widgets7
 
 # Student versions for handing out: every notebook without its solutions (stubs left), outputs cleared.
 student: $(VENV)/.installed-test
@@ -72,3 +72,12 @@ student: $(VENV)/.installed-test
 slides: $(VENV)/.installed-dev
 	$(BIN)/python tools/slides.py --check
 	$(BIN)/jupyter nbconvert --to slides --SlidesExporter.reveal_scroll=True --output-dir slides notebooks/*.ipynb
+
+# The widget helpers under ipywidgets 7.7.1, the version Colab ships: install it into .ipywidgets7/ (ahead of the
+# venv's ipywidgets 8 on PYTHONPATH) and run the widget tests headlessly (build, display, move a slider, redraw).
+IPYWIDGETS7 := ipywidgets==7.7.1 widgetsnbextension==3.6.* jupyterlab-widgets==1.1.* ipython-genutils==0.2.0
+widgets7: $(VENV)/.installed-test
+	rm -rf .ipywidgets7
+	$(BIN)/python -m pip install --quiet --no-deps --target .ipywidgets7 $(IPYWIDGETS7)
+	PYTHONPATH=.ipywidgets7 $(BIN)/python -c "import ipywidgets; assert ipywidgets.__version__ == '7.7.1', ipywidgets.__version__; print('ipywidgets', ipywidgets.__version__)"
+	PYTHONPATH=.ipywidgets7 $(BIN)/python -m pytest -n0 -q tests/test_plotting.py tests/test_gan2d.py -k "widget or slider or explorer"

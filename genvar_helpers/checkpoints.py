@@ -37,6 +37,7 @@ TRAINED_MODELS: dict[str, str] = {
     "cvae": "09_conditional_and_disentangled.ipynb",
     "vae_gan": "10_hybrids.ipynb",
     "aae": "10_hybrids.ipynb",
+    "cluster_gan": "10_hybrids.ipynb",
 }
 # The class each of them holds: `load_trained(name)` refuses a file holding anything else.
 TRAINED_CLASSES: dict[str, str] = {
@@ -50,6 +51,7 @@ TRAINED_CLASSES: dict[str, str] = {
     "cvae": "genvar_helpers.conditional:CVAE",
     "vae_gan": "genvar_helpers.hybrid:VAEGAN",
     "aae": "genvar_helpers.hybrid:AAE",
+    "cluster_gan": "genvar_helpers.hybrid:ClusterConditionalGenerator",
 }
 STALE_TMP_SECONDS = 3600  # temporary files of a save older than this were left by a killed run
 

@@ -1,4 +1,5 @@
-"""Hybrids of the two families (notebook 10): a VAE-GAN and an adversarial autoencoder, with their training loops.
+"""Hybrids of the two families (notebook 10): a VAE-GAN, an adversarial autoencoder and a GAN conditioned on a
+VAE's clusters, with their training loops.
 
 Both reuse the parts of notebooks 05-08: the encoder and decoder of `vae.ConvVAE` / `vae.MLPVAE`, the
 Bernoulli decoder (logits; `sample(n)` returns pixel means in [0, 1]), `vae.gaussian_kl`, the discriminator
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .conditional import ConditionalGenerator
 from .data import TensorBatches
 from .gan import (
     DCGANDiscriminator,
@@ -289,3 +291,44 @@ def train_aae(
     history = dict(zip(("recon", "loss_D", "loss_E"), torch.stack(rows).cpu().T.tolist(), strict=True))
     model.eval()
     return GANRun(history, seconds=seconds, images_per_second=steps * batch_size / seconds)
+
+
+# --------------------------------------------------------------------------- a GAN conditioned on a VAE's clusters
+
+
+def cluster_codes(
+    model: MLPVAE | ConvVAE, images: torch.Tensor, k: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group `images` into `k` clusters of a VAE's posterior means, without labels: (cluster of each image, shares).
+
+    k-means (scikit-learn's `KMeans`, 4 restarts, seeded) on mu(x) = E[z|x]: digits the VAE codes close together
+    share a cluster. Returns the cluster index of each image (n,) and each cluster's share of the images (k,).
+    """
+    from sklearn.cluster import KMeans  # scikit-learn: the established k-means; imported here, where it is used
+
+    if not 2 <= k <= len(images):
+        raise ValueError(f"k must lie in [2, number of images = {len(images)}]; got {k}")
+    with torch.no_grad():
+        codes = torch.cat([model.encode(chunk.to(model.device))[0].cpu() for chunk in images.split(500)])
+    assignments = torch.as_tensor(KMeans(k, n_init=4, random_state=seed).fit_predict(codes.numpy()), dtype=torch.long)
+    return assignments, torch.bincount(assignments, minlength=k).float() / len(images)
+
+
+class ClusterConditionalGenerator(ConditionalGenerator):
+    """The cGAN generator of notebook 09 with clusters for classes (a self-conditioned GAN, Liu et al. 2020).
+
+    It is trained like the cGAN (`train_cgan`) on (image, cluster) pairs; `cluster_shares` (a buffer, saved with
+    the weights) holds how often each cluster occurs, so `sample(n)` draws clusters by those shares and is an
+    unconditional generator of p(x) = sum_c p(c) p(x|c). `sample(n, labels)` asks for given clusters.
+    """
+
+    def __init__(self, latent_dim: int = 64, ngf: int = 32, n_classes: int = 50, embed_dim: int = 16) -> None:
+        super().__init__(latent_dim=latent_dim, ngf=ngf, n_classes=n_classes, embed_dim=embed_dim)
+        self.register_buffer("cluster_shares", torch.full((n_classes,), 1.0 / n_classes))
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: torch.Tensor | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
+        """n images (n, 1, 28, 28) in [0, 1]; clusters drawn by their training shares unless `labels` names them."""
+        if labels is None:
+            labels = torch.multinomial(self.cluster_shares.cpu(), check_count(n), replacement=True)
+        return super().sample(n, labels, z)

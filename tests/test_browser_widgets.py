@@ -175,14 +175,18 @@ def _run_all_cells(page) -> None:
 
 
 def _errors(page) -> list[str]:
-    """Code cells that did not run (stopped by an earlier error), widgets the page failed to draw, and stderr
-    outputs holding a traceback or error."""
+    """Code cells that did not run (stopped by an earlier error), widgets the page failed to draw, stderr
+    outputs holding a traceback or error, and outputs that print a function's repr (a helper returning its
+    callback instead of a widget, as 03's slider once did)."""
     prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt").all_text_contents()
     problems = [f"code cell {i} did not run (prompt {t!r})" for i, t in enumerate(prompts) if not re.search(r"\d", t)]
     broken = page.locator(".jupyter-widgets-error-widget").count() + page.get_by_text("Error displaying widget").count()
     problems += [f"{broken} widget(s) failed to display (see the browser console log)"] if broken else []
     stderr = page.locator('.jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"]').all_inner_texts()
-    return problems + [text[-2000:] for text in stderr if "Traceback" in text or re.search(r"\w+Error\b", text)]
+    problems += [text[-2000:] for text in stderr if "Traceback" in text or re.search(r"\w+Error\b", text)]
+    texts = page.locator(".jp-OutputArea-output").all_inner_texts()
+    leaked = [t for t in texts if re.search(r"<function \S+ at 0x", t)]
+    return problems + [f"an output prints a function: {t[:200]!r}" for t in leaked]
 
 
 def _move_and_compare(page, figure, shots: Path, index: int) -> bool:

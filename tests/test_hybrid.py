@@ -1,6 +1,6 @@
 """The hybrids of notebook 10 (`genvar_helpers.hybrid`): shapes and ranges, the parts of their losses, training
-that lowers a loss, and the `vae_gan` / `aae` checkpoints (round trip in a temporary folder; the committed ones
-once they exist)."""
+that lowers a loss, the cluster-conditioned GAN, and the `vae_gan` / `aae` / `cluster_gan` checkpoints (round trip
+in a temporary folder; the committed ones once they exist)."""
 
 from pathlib import Path
 
@@ -11,7 +11,11 @@ from committed import load_committed
 from genvar_helpers import checkpoints, hybrid
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = {"vae_gan": "genvar_helpers.hybrid:VAEGAN", "aae": "genvar_helpers.hybrid:AAE"}
+NAMES = {
+    "vae_gan": "genvar_helpers.hybrid:VAEGAN",
+    "aae": "genvar_helpers.hybrid:AAE",
+    "cluster_gan": "genvar_helpers.hybrid:ClusterConditionalGenerator",
+}
 
 
 def _images(n: int = 64, seed: int = 0) -> torch.Tensor:
@@ -118,3 +122,52 @@ def test_save_and_load_round_trip(name, model, tmp_path, monkeypatch):
 def test_committed_checkpoint_loads_and_samples(name):
     model = load_committed(name)
     assert model.meta["images_seen"] > 0 and model.meta["wall_seconds"] > 0
+
+
+def test_cluster_codes_groups_digits_that_the_encoder_codes_alike():
+    class TwoBlobCoder(torch.nn.Module):
+        """An 'encoder' whose mean is the image's brightness: dark and bright images fall in two clusters."""
+
+        device = torch.device("cpu")
+
+        def encode(self, x):
+            mean = x.flatten(1).mean(1, keepdim=True)
+            return mean, torch.zeros_like(mean)
+
+    images = torch.cat([torch.full((30, 1, 28, 28), 0.1), torch.full((10, 1, 28, 28), 0.9)])
+    assignments, shares = hybrid.cluster_codes(TwoBlobCoder(), images, k=2)
+    assert assignments.shape == (40,) and assignments.dtype == torch.long
+    assert len(set(assignments[:30].tolist())) == 1 and len(set(assignments[30:].tolist())) == 1
+    assert assignments[0] != assignments[-1]
+    assert sorted(shares.tolist()) == pytest.approx([0.25, 0.75])
+    with pytest.raises(ValueError, match="k must lie"):
+        hybrid.cluster_codes(TwoBlobCoder(), images, k=1)
+
+
+def test_cluster_generator_samples_clusters_by_their_shares():
+    model = hybrid.ClusterConditionalGenerator(ngf=8, n_classes=5)
+    model.cluster_shares.copy_(torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0]))
+    torch.manual_seed(0)
+    z = model.latent(6)
+    unconditional = model.sample(6, z=z)
+    assert unconditional.shape == (6, 1, 28, 28) and unconditional.min() >= 0 and unconditional.max() <= 1
+    assert torch.equal(unconditional, model.sample(6, labels=torch.full((6,), 2), z=z)), "all mass on cluster 2"
+    assert not torch.equal(unconditional, model.sample(6, labels=torch.zeros(6, dtype=torch.long), z=z))
+    with pytest.raises(ValueError, match="labels must lie"):
+        model.sample(2, labels=torch.tensor([0, 5]))
+
+
+def test_committed_cluster_gan_holds_its_cluster_shares():
+    model = load_committed("cluster_gan")
+    assert model.cluster_shares.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert (model.cluster_shares > 0).all() and len(model.cluster_shares) == model.meta["n_clusters"]
+
+
+def test_cluster_gan_round_trip_keeps_its_shares(tmp_path, monkeypatch):
+    monkeypatch.setenv(checkpoints.WEIGHTS_ENV, str(tmp_path))
+    model = hybrid.ClusterConditionalGenerator(ngf=8, n_classes=4)
+    model.cluster_shares.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    checkpoints.save_trained(model, "cluster_gan", {"n_clusters": 4, "data_source": "bundled"}, force=True)
+    loaded = checkpoints.load_trained("cluster_gan", device="cpu")
+    assert type(loaded) is hybrid.ClusterConditionalGenerator and loaded.config == model.config
+    assert torch.equal(loaded.cluster_shares, model.cluster_shares)

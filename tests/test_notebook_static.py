@@ -4,12 +4,16 @@
 - no control character hides in the text (a `\\a` or `\\t` turned into a byte by a lost backslash);
 - every LaTeX formula parses (matplotlib's mathtext, after a small normalisation, see `normalise_math`);
 - the Colab badge and the `%pip` line use the repository URL of pyproject.toml, and so does the README;
-- no notebook talks about an issue tracker.
+- no notebook talks about an issue tracker;
+- every `show_source(module.name)` output is the package's current source of that name (one source: a notebook
+  whose package code changed since its run shows stale code and needs re-running).
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import inspect
 import json
 import re
 import sys
@@ -385,3 +389,37 @@ def test_set_repo_url_refuses_what_colab_cannot_open(copy_of_repo, capsys):
     assert set_repo_url.main(["--root", str(copy_of_repo), "--url", "https://gitlab.com/me/genvar"]) == 2
     assert "not a GitHub repository URL" in capsys.readouterr().err
     assert snapshot(copy_of_repo) == before
+
+
+# --- the code a notebook shows is the package's code -----------------------------------------------------------
+
+SHOW_SOURCE = re.compile(r"show_source\((\w+)\.(\w+)\)")
+
+
+def shown_sources(path: Path) -> list[tuple[int, str, str, str | None]]:
+    """(cell, module, name, committed text) of each code cell that is exactly `show_source(module.name)`."""
+    found = []
+    for i, cell in enumerate(cells(path)):
+        match = SHOW_SOURCE.fullmatch("".join(cell["source"]).strip()) if cell["cell_type"] == "code" else None
+        if match:
+            results = [o for o in cell.get("outputs", []) if o.get("output_type") == "execute_result"]
+            text = "".join(results[0]["data"]["text/plain"]) if results else None
+            found.append((i, match[1], match[2], text))
+    return found
+
+
+@by_name
+def test_shown_source_is_the_packages_current_source(path):
+    for i, module, name, text in shown_sources(path):
+        if text is None:
+            continue  # not executed (a fresh copy): nothing shown to compare
+        current = inspect.getsource(getattr(importlib.import_module(f"genvar_helpers.{module}"), name))
+        assert text.rstrip() == current.rstrip(), (
+            f"{path.name} cell {i} shows an old or different source of {module}.{name}: re-run the notebook "
+            f"(make full-outputs NB=notebooks/{path.name})"
+        )
+
+
+def test_shown_source_check_finds_the_cells():
+    every = [item for path in NOTEBOOKS for item in shown_sources(path)]
+    assert len(every) > 40 and all(text is not None for *_, text in every), "committed notebooks show their sources"
