@@ -192,6 +192,7 @@ def train_val_split(
 @torch.no_grad()
 def evaluate_elbo(model: VAE, images: torch.Tensor, batch_size: int = 500, seed: int = 0) -> dict[str, float]:
     """Negative ELBO (one z per image) on images binarised with a fixed seed: {neg_elbo, recon, kl} in nats/image."""
+    _check_images(images, "images")
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(seed)
@@ -222,12 +223,12 @@ class TrainingDiverged(FloatingPointError):
 
 
 def _check_images(images: torch.Tensor, name: str) -> None:
-    """Images to binarise must be pixel probabilities: no NaN, every value in [0, 1]."""
+    """Images to binarise or encode must be pixel probabilities: no NaN, every value in [0, 1]."""
     if len(images) == 0:
         raise ValueError(f"{name} is empty: pass at least one image (or val_images=None to skip validation)")
     with_nan = int(torch.isnan(images).reshape(len(images), -1).any(dim=1).sum())
     if with_nan:
-        raise ValueError(f"{name} contain NaN ({with_nan} images): drop or repair those images before training")
+        raise ValueError(f"{name} contain NaN ({with_nan} images): drop or repair those images first")
     low, high = images.min().item(), images.max().item()
     if low < 0 or high > 1:
         raise ValueError(
@@ -411,6 +412,7 @@ def latent_explorer(model: VAE, base: torch.Tensor | None = None, dims: Sequence
 @torch.no_grad()
 def posterior_stats(model: VAE, images: torch.Tensor, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior means and log-variances of `images` (not binarised: the grey levels), each (n, latent_dim), on CPU."""
+    _check_images(images, "images")
     model.eval()
     mus, logvars = [], []
     for start in range(0, len(images), batch_size):

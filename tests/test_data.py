@@ -342,3 +342,55 @@ def test_download_has_an_overall_time_limit(files, monkeypatch, tmp_path):
     assert "time limit" in str(info.value) and "GENVAR_DOWNLOAD_LIMIT_S" in str(info.value), str(info.value)
     folder = tmp_path / "cache"
     assert not folder.exists() or list(folder.iterdir()) == [], "no partial file is left in the cache"
+
+
+class SilentMirror(FakeMirror):
+    """Accepts each request, then sends nothing (`headers=False`) or its status line and headers a byte at a time."""
+
+    def __init__(self, files: dict[str, bytes], headers: bool = False, seconds: float = 15.0) -> None:
+        super().__init__(files)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                import time
+
+                head = b"HTTP/1.1 200 OK\r\n" + b"X-Padding: " + b"a" * 200 + b"\r\n"
+                start = time.monotonic()
+                try:
+                    for i in range(len(head) if headers else 0):
+                        if time.monotonic() - start > seconds:
+                            return
+                        self.wfile.write(head[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                    time.sleep(max(0.0, seconds - (time.monotonic() - start)))
+                except OSError:
+                    pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server.RequestHandlerClass = Handler
+
+
+@pytest.mark.parametrize("headers", [False, True], ids=["hung server", "headers a byte at a time"])
+def test_the_whole_download_has_one_time_limit(files, monkeypatch, tmp_path, headers):
+    import time
+
+    servers = [SilentMirror(files, headers=headers), SilentMirror(files, headers=headers)]
+    monkeypatch.setattr(data, "MNIST_MIRRORS", [s.url for s in servers])
+    monkeypatch.setattr(data, "MNIST_SHA256", {k: hashlib.sha256(v).hexdigest() for k, v in files.items()})
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv("GENVAR_DOWNLOAD_LIMIT_S", "2")
+    start = time.monotonic()
+    try:
+        with pytest.raises(data.MNISTDownloadError) as info:
+            data.load_mnist("train", source="full")
+    finally:
+        for server in servers:
+            server.close()
+    elapsed = time.monotonic() - start
+    assert elapsed < 5, f"two silent mirrors and four files stay within the 2 s limit, not 30 s each ({elapsed:.1f} s)"
+    assert "2 s time limit" in str(info.value) and "GENVAR_DOWNLOAD_LIMIT_S" in str(info.value), str(info.value)
+    folder = tmp_path / "cache"
+    assert not folder.exists() or not any(p.suffix == ".gz" for p in folder.iterdir()), "no file lands in the cache"

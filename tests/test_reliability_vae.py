@@ -97,3 +97,19 @@ def test_sample_rejects_a_bad_count(n):
 
 def test_sample_zero_is_empty():
     assert _model().sample(0).shape == (0, 1, 28, 28)
+
+
+@pytest.mark.parametrize("measure", ["evaluate_elbo", "active_units", "kl_per_dim", "posterior_stats"])
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        (torch.rand(8, 1, 28, 28) * 2 - 1, r"\(x \+ 1\) / 2"),
+        (torch.full((8, 1, 28, 28), float("nan")), "NaN"),
+        (torch.empty(0, 1, 28, 28), "empty"),
+    ],
+    ids=["tanh range", "nan", "empty"],
+)
+def test_vae_measures_reject_badly_scaled_or_broken_images(measure, images, message):
+    model = vae.MLPVAE(latent_dim=2, hidden=(16,))
+    with pytest.raises(ValueError, match=message):
+        getattr(vae, measure)(model, images)
