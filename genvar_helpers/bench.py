@@ -212,8 +212,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         nll = f"{r['test_nll_nats']:.1f} (k={r['iwae_k']})" if "test_nll_nats" in r else "—"
         confident = f"{r['confident_share']:.2f} ({r['real_confident_share']:.2f})" if "confident_share" in r else "—"
         lines.append(
-            f"| {r['model']} | {r['train_images_per_s']:.0f} | {r['train_seconds']:.0f} | {r['classes_present']:g}/10 "
-            f"| {r['kl_from_uniform']:.3f} | {r['fd']:.2f} ({r['fd_real_floor']:.2f}) | {r['precision']:.2f} "
+            f"| {r['model']} | {r['train_images_per_s']:.0f} | {r['train_seconds']:.0f} "
+            f"| {r['classes_present']:.3g}/10 | {r['kl_from_uniform']:.3f} | {r['fd']:.2f} ({r['fd_real_floor']:.2f}) "
+            f"| {r['precision']:.2f} "
             f"| {r['recall']:.2f} | {confident} | {nll} |"
         )
     return "\n".join(lines)
