@@ -61,7 +61,7 @@ full-outputs: $(VENV)/.installed-dev
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-.PHONY: student slides widgets7
+.PHONY: student slides widgets7 lecture-check
 
 # Student versions for handing out: every notebook without its solutions (stubs left), outputs cleared.
 student: $(VENV)/.installed-test
@@ -81,3 +81,8 @@ widgets7: $(VENV)/.installed-test
 	$(BIN)/python -m pip install --quiet --no-deps --target .ipywidgets7 $(IPYWIDGETS7)
 	PYTHONPATH=.ipywidgets7 $(BIN)/python -c "import ipywidgets; assert ipywidgets.__version__ == '7.7.1', ipywidgets.__version__; print('ipywidgets', ipywidgets.__version__)"
 	PYTHONPATH=.ipywidgets7 $(BIN)/python -m pytest -n0 -q tests/test_plotting.py tests/test_gan2d.py -k "widget or slider or explorer"
+
+# The lecture path: every notebook run with the committed checkpoints (GENVAR_PRETRAINED=1), in quick mode, so no
+# cell of a lecture trains what a checkpoint already holds and none breaks on loading one (about 2 minutes).
+lecture-check: $(VENV)/.installed-test
+	GENVAR_PRETRAINED=1 $(BIN)/python -m pytest notebooks/
