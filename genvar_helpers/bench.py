@@ -1,4 +1,4 @@
-"""Benchmark: train every MNIST model of the series for one fixed budget and measure it.
+"""Benchmark: train the MNIST models of notebooks 04-07 and 10's cluster GAN for one fixed budget and measure them.
 
     python -m genvar_helpers.bench            # full budget, also times every notebook in quick mode
     python -m genvar_helpers.bench --quick    # a small budget, < 2 minutes on 2 CPU cores
@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-from . import gan, metrics, vae
+from . import conditional, gan, hybrid, metrics, vae
+from .checkpoints import load_trained
 from .data import TensorBatches, load_mnist, make_dataloader
 from .runtime import environment_report, get_device, seed_everything
 
@@ -43,6 +44,11 @@ GAN_MLP_TRAINING = {"lr": 2e-4}
 DCGAN_DISCRIMINATOR = {"ndf": 32, "minibatch_std": True, "spectral_norm": True}
 DCGAN_LOOP = "train_gan"
 DCGAN_TRAINING = {"lr": 2e-4, "lr_d": 4e-4, "augment": None}
+# Notebook 10's cluster GAN: notebook 09's cGAN on k-means clusters of the committed conv VAE's codes (no labels);
+# the conv VAE's own training is not part of the budget. tests/test_bench.py holds it equal to notebook 10's cell.
+CLUSTER_GAN_CLUSTERS = 50
+CLUSTER_GAN_DISCRIMINATOR = {"ndf": 32}
+CLUSTER_GAN_TRAINING = {"lr": 2e-4, "lr_d": 4e-4}
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -68,6 +74,19 @@ def _train_gan(name: str, budget: int, data: torch.Tensor, device: torch.device)
     return generator, run.seconds, run.images_per_second
 
 
+def _train_cluster_gan(name: str, budget: int, data: torch.Tensor, device: torch.device) -> tuple[Any, float, float]:
+    seed_everything(0)
+    coder = load_trained("vae_conv", device=device)
+    clusters, shares = hybrid.cluster_codes(coder, data, k=CLUSTER_GAN_CLUSTERS, seed=0)
+    generator = hybrid.ClusterConditionalGenerator(n_classes=CLUSTER_GAN_CLUSTERS).to(device)
+    discriminator = conditional.ProjectionDiscriminator(n_classes=CLUSTER_GAN_CLUSTERS, **CLUSTER_GAN_DISCRIMINATOR)
+    batches = TensorBatches(data, clusters, batch_size=64, device=device, seed=0)
+    run = conditional.train_cgan(generator, discriminator.to(device), batches, steps=max(1, budget // 64),
+                                 ema_decay=None, progress=False, **CLUSTER_GAN_TRAINING)  # fmt: skip
+    generator.cluster_shares.copy_(shares)
+    return generator, run.seconds, run.images_per_second
+
+
 def _train_vae(name: str, budget: int, data: torch.Tensor, device: torch.device) -> tuple[Any, float, float]:
     seed_everything(0)
     model = (vae.MLPVAE() if name == "vae_mlp" else vae.ConvVAE()).to(device)
@@ -82,6 +101,7 @@ def _train_vae(name: str, budget: int, data: torch.Tensor, device: torch.device)
 TRAINERS: dict[str, Callable[[str, int, torch.Tensor, torch.device], tuple[Any, float, float]]] = {
     "gan_mlp": _train_gan,
     "dcgan": _train_gan,
+    "cluster_gan": _train_cluster_gan,
     "vae_mlp": _train_vae,
     "vae_conv": _train_vae,
 }

@@ -1,6 +1,7 @@
 """The benchmark's pieces: a tiny training budget, the data-feeding comparison, the report and README rewrite."""
 
 import ast
+import json
 
 import pytest
 import torch
@@ -132,3 +133,28 @@ def test_benchmark_trains_the_notebooks_gan_recipes(
     assert training == training_options, f"{notebook} trains with {training}"
     built = {k: ast.literal_eval(v) for k, v in calls[discriminator].items()}
     assert built == discriminator_options, f"{notebook} builds {discriminator}({built})"
+
+
+def test_benchmark_trains_notebook_10s_cluster_gan_recipe():
+    """The benchmark's cluster GAN copies notebook 10's training cell: clusters, discriminator, loop and options."""
+    cells = json.loads((bench.ROOT / "notebooks" / "10_hybrids.ipynb").read_text())["cells"]
+    sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    assert any(f"N_CLUSTERS = {bench.CLUSTER_GAN_CLUSTERS}\n" in s for s in sources)
+    cell = next(s for s in sources if "conditional.train_cgan(" in s and "ClusterConditionalGenerator" in s)
+    calls = {
+        node.func.attr: {k.arg: k.value for k in node.keywords}
+        for node in ast.walk(ast.parse(cell))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    }
+    not_recipe = {"steps", "ema_decay", "progress", "seed"}
+    training = {k: ast.literal_eval(v) for k, v in calls["train_cgan"].items() if k not in not_recipe}
+    assert training == bench.CLUSTER_GAN_TRAINING, f"notebook 10 trains with {training}"
+    built = {k: ast.literal_eval(v) for k, v in calls["ProjectionDiscriminator"].items() if k != "n_classes"}
+    assert built == bench.CLUSTER_GAN_DISCRIMINATOR, f"notebook 10 builds ProjectionDiscriminator({built})"
+
+
+def test_cluster_gan_trains_for_a_budget():
+    images = torch.rand(128, 1, 28, 28)
+    model, seconds, speed = bench.train_for_budget("cluster_gan", 128, images, torch.device("cpu"))
+    assert seconds > 0 and speed > 0 and model.sample(3).shape == (3, 1, 28, 28)
+    assert model.cluster_shares.sum().item() == pytest.approx(1.0, abs=1e-5)
