@@ -119,9 +119,6 @@ def _ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-_DEADLINE: list[float] = []  # the monotonic deadline of the download in progress (set by _load_full)
-
-
 def _limit_message(limit: float) -> str:
     return (
         f"the download passed its {limit:g} s time limit (all files and mirrors together); "
@@ -129,15 +126,14 @@ def _limit_message(limit: float) -> str:
     )
 
 
-def _timed_download(url: str, output_file: str, pooch_instance: object = None) -> None:
-    """Stream `url` into `output_file` (pooch's temporary file) before the download's deadline.
+def _timed_download(url: str, output_file: str, pooch_instance: object = None, *, deadline: float) -> None:
+    """Stream `url` into `output_file` (pooch's temporary file) before `deadline` (a `time.monotonic()` value).
 
     Every file and mirror of one download shares one deadline (`download_limit()` seconds); the socket timeout
     bounds each wait for data. The transfer runs in a helper thread that the deadline does not wait for, so a
     server that trickles its headers or its body a byte at a time cannot stall `load_mnist`.
     """
     limit = download_limit()
-    deadline = _DEADLINE[-1] if _DEADLINE else time.monotonic() + limit
     timeout = min(READ_TIMEOUT_S, max(deadline - time.monotonic(), 0.1))
     stop, failures = threading.Event(), []
 
@@ -171,7 +167,7 @@ def _reason(err: Exception) -> str:
     return type(err).__name__
 
 
-def _fetch(file_name: str, folder: Path, mirrors: list[str]) -> Path:
+def _fetch(file_name: str, folder: Path, mirrors: list[str], deadline: float) -> Path:
     """A verified copy of one MNIST file: the cached one when its SHA-256 matches, else a mirror's.
 
     A verified cached file is read as it is, so a read-only cache works. Downloads go to a temporary file
@@ -191,7 +187,7 @@ def _fetch(file_name: str, folder: Path, mirrors: list[str]) -> Path:
                     known_hash=f"sha256:{MNIST_SHA256[file_name]}",
                     fname=file_name,
                     path=folder,
-                    downloader=_timed_download,
+                    downloader=functools.partial(_timed_download, deadline=deadline),
                 )
             )
             mirrors.remove(mirror)
@@ -242,11 +238,10 @@ def _full_set_cached(folder: Path) -> bool:
 def _load_full(split: str, folder: Path) -> MNISTData:
     # Fetch all four files whichever split is asked for, so train and test always come from the same source.
     mirrors = list(MNIST_MIRRORS)
-    _DEADLINE.append(time.monotonic() + download_limit())  # one time limit for the whole download
-    try:
-        paths = {name: _fetch(name, folder, mirrors) for names in MNIST_FILES.values() for name in names.values()}
-    finally:
-        _DEADLINE.pop()
+    deadline = time.monotonic() + download_limit()  # one time limit for the whole download
+    paths = {
+        name: _fetch(name, folder, mirrors, deadline) for names in MNIST_FILES.values() for name in names.values()
+    }
     files = MNIST_FILES[split]
     images, labels = parse_idx(paths[files["images"]]), parse_idx(paths[files["labels"]])
     n = EXPECTED_COUNT[split]

@@ -1,7 +1,6 @@
 """The benchmark's pieces: a tiny training budget, the data-feeding comparison, the report and README rewrite."""
 
 import ast
-import json
 
 import pytest
 import torch
@@ -92,13 +91,13 @@ def test_committed_run_times_read_cell_timestamps(tmp_path):
     assert bench.committed_run_times([timed, untimed]) == {"10_a.ipynb": 70.0, "11_b.ipynb": None}
 
 
-def _training_cell_calls(path):
-    """Keyword arguments of each `<module>.<name>(...)` call in the notebook cell that trains with snapshots."""
+def _training_cell_calls(path, loops=(".train_gan(", ".train_gan_basic("), marker="snapshot_every"):
+    """Keyword arguments of each `<module>.<name>(...)` call in the notebook cell that calls one of `loops` and
+    holds `marker` (by default: the GAN cell that trains with snapshots)."""
     import nbformat
 
-    loops = (".train_gan(", ".train_gan_basic(")
     for cell in nbformat.read(path, as_version=4).cells:
-        if cell.cell_type == "code" and any(loop in cell.source for loop in loops) and "snapshot_every" in cell.source:
+        if cell.cell_type == "code" and any(loop in cell.source for loop in loops) and marker in cell.source:
             code = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
             return {
                 node.func.attr: {k.arg: k.value for k in node.keywords}
@@ -137,15 +136,9 @@ def test_benchmark_trains_the_notebooks_gan_recipes(
 
 def test_benchmark_trains_notebook_10s_cluster_gan_recipe():
     """The benchmark's cluster GAN copies notebook 10's training cell: clusters, discriminator, loop and options."""
-    cells = json.loads((bench.ROOT / "notebooks" / "10_hybrids.ipynb").read_text())["cells"]
-    sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
-    assert any(f"N_CLUSTERS = {bench.CLUSTER_GAN_CLUSTERS}\n" in s for s in sources)
-    cell = next(s for s in sources if "conditional.train_cgan(" in s and "ClusterConditionalGenerator" in s)
-    calls = {
-        node.func.attr: {k.arg: k.value for k in node.keywords}
-        for node in ast.walk(ast.parse(cell))
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-    }
+    path = bench.ROOT / "notebooks" / "10_hybrids.ipynb"
+    assert f"N_CLUSTERS = {bench.CLUSTER_GAN_CLUSTERS}\\n" in path.read_text()
+    calls = _training_cell_calls(path, loops=(".train_cgan(",), marker="ClusterConditionalGenerator")
     not_recipe = {"steps", "ema_decay", "progress", "seed"}
     training = {k: ast.literal_eval(v) for k, v in calls["train_cgan"].items() if k not in not_recipe}
     assert training == bench.CLUSTER_GAN_TRAINING, f"notebook 10 trains with {training}"
