@@ -44,8 +44,9 @@ GAN_MLP_TRAINING = {"lr": 2e-4}
 DCGAN_DISCRIMINATOR = {"ndf": 32, "minibatch_std": True, "spectral_norm": True}
 DCGAN_LOOP = "train_gan"
 DCGAN_TRAINING = {"lr": 2e-4, "lr_d": 4e-4, "augment": None}
-# Notebook 10's cluster GAN: notebook 09's cGAN on k-means clusters of the committed conv VAE's codes (no labels);
-# the conv VAE's own training is not part of the budget. tests/test_bench.py holds it equal to notebook 10's cell.
+# Notebook 10's cluster GAN: notebook 09's cGAN on k-means clusters of the committed MLP VAE's codes (no labels);
+# the VAE's own training is not part of the budget. tests/test_bench.py holds it equal to notebook 10's cell.
+CLUSTER_GAN_CODER = "vae_mlp"
 CLUSTER_GAN_CLUSTERS = 50
 CLUSTER_GAN_DISCRIMINATOR = {"ndf": 32}
 CLUSTER_GAN_TRAINING = {"lr": 2e-4, "lr_d": 4e-4}
@@ -76,7 +77,7 @@ def _train_gan(name: str, budget: int, data: torch.Tensor, device: torch.device)
 
 def _train_cluster_gan(name: str, budget: int, data: torch.Tensor, device: torch.device) -> tuple[Any, float, float]:
     seed_everything(0)
-    coder = load_trained("vae_conv", device=device)
+    coder = load_trained(CLUSTER_GAN_CODER, device=device)
     clusters, shares = hybrid.cluster_codes(coder, data, k=CLUSTER_GAN_CLUSTERS, seed=0)
     generator = hybrid.ClusterConditionalGenerator(n_classes=CLUSTER_GAN_CLUSTERS).to(device)
     discriminator = conditional.ProjectionDiscriminator(n_classes=CLUSTER_GAN_CLUSTERS, **CLUSTER_GAN_DISCRIMINATOR)

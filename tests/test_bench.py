@@ -137,7 +137,9 @@ def test_benchmark_trains_the_notebooks_gan_recipes(
 def test_benchmark_trains_notebook_10s_cluster_gan_recipe():
     """The benchmark's cluster GAN copies notebook 10's training cell: clusters, discriminator, loop and options."""
     path = bench.ROOT / "notebooks" / "10_hybrids.ipynb"
-    assert f"N_CLUSTERS = {bench.CLUSTER_GAN_CLUSTERS}\\n" in path.read_text()
+    text = path.read_text()
+    assert f"N_CLUSTERS = {bench.CLUSTER_GAN_CLUSTERS}\\n" in text
+    assert f'coder = load_trained(\\"{bench.CLUSTER_GAN_CODER}\\"' in text, "the same VAE's codes are clustered"
     calls = _training_cell_calls(path, loops=(".train_cgan(",), marker="ClusterConditionalGenerator")
     not_recipe = {"steps", "ema_decay", "progress", "seed"}
     training = {k: ast.literal_eval(v) for k, v in calls["train_cgan"].items() if k not in not_recipe}
